@@ -1,0 +1,1 @@
+"""The only package that imports Google client libraries, and only lazily, inside functions."""

@@ -1,0 +1,3 @@
+from deployctl.emulator.server import main
+
+main()
