@@ -1,0 +1,1 @@
+"""Typer apps, one module per command group: parse, call a command, render. Nothing else."""

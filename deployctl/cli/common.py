@@ -1,0 +1,115 @@
+"""What every CLI command shares: the per-invocation state and the one place errors are caught."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from deployctl import redact
+from deployctl.context import Context
+from deployctl.errors import DeployctlError, ExitCode
+from deployctl.render import Renderer
+from deployctl.results import Result
+
+
+@dataclass
+class State:
+    context: Context
+    renderer: Renderer
+
+
+def state(ctx: typer.Context) -> State:
+    root = ctx.find_root()
+    if not isinstance(root.obj, State):  # a sub-app invoked on its own (tests)
+        root.obj = make_state()
+    return root.obj
+
+
+def make_state(*, env: str | None = None, config_dir: Path | None = None, json_mode: bool = False,
+               verbose: int = 0, no_color: bool = False, yes: bool = False,
+               timeout: float | None = None) -> State:
+    renderer = Renderer(json_mode=json_mode, verbose=verbose > 0, no_color=no_color)
+    interactive = sys.stdin.isatty() and os.environ.get("CI", "").lower() not in ("true", "1")
+    kwargs = {"config_dir": config_dir} if config_dir else {}
+    context = Context(env=env or os.environ.get("DEPLOYCTL_ENV") or "local", verbose=verbose > 0, yes=yes,
+                      interactive=interactive, timeout=timeout, on_event=renderer.event,
+                      ask=(lambda q: typer.confirm(q, default=False, err=True)) if interactive else None,
+                      **kwargs)
+    _configure_logging(renderer, verbose)
+    return State(context, renderer)
+
+
+def _configure_logging(renderer: Renderer, verbose: int) -> None:
+    logger = logging.getLogger("deployctl")
+    for h in list(logger.handlers):
+        if getattr(h, "_deployctl", False):
+            logger.removeHandler(h)
+    if verbose:
+        handler = logging.StreamHandler(renderer._err_stream)
+        handler.setFormatter(logging.Formatter("  %(name)s: %(message)s"))
+        handler.addFilter(redact.RedactingFilter())
+        handler._deployctl = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    else:
+        logger.setLevel(logging.WARNING)
+
+
+def execute(ctx: typer.Context, fn: Callable[..., Result], *args, schema: str = "error", **kwargs) -> None:
+    """Run a command function, render its result, and exit with its code. The one place errors are caught."""
+    st = state(ctx)
+    code = run(st, fn, *args, schema=schema, **kwargs)
+    raise typer.Exit(int(code))
+
+
+def run(st: State, fn: Callable[..., Result], *args, schema: str = "error", **kwargs) -> ExitCode:
+    try:
+        result = fn(st.context, *args, **kwargs)
+        st.renderer.result(result)
+        return result.exit_code()
+    except DeployctlError as e:
+        st.renderer.error(e, schema=schema)
+        return e.exit_code
+    except KeyboardInterrupt:
+        st.renderer.error(DeployctlError("interrupted", hint="run the same command again to finish the job",
+                                         code="interrupted"), schema=schema)
+        return ExitCode.INTERRUPTED
+    except Exception:
+        path = write_crash_log(st.context)
+        if st.context.verbose:
+            st.renderer.note(redact.redact(traceback.format_exc()), "dim")
+        st.renderer.unexpected(path)
+        return ExitCode.FAILED
+
+
+def write_crash_log(context: Context) -> str | None:
+    """The traceback of an unexpected error, redacted, in a log file; returns its path."""
+    text = redact.redact(traceback.format_exc())
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for base in (_safe(lambda: context.state_dir / "logs"), Path(tempfile.gettempdir()) / "deployctl-logs"):
+        if base is None:
+            continue
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            path = base / f"crash-{stamp}-{os.getpid()}.log"
+            path.write_text(text, encoding="utf-8")
+            return str(path)
+        except OSError:
+            continue
+    return None
+
+
+def _safe(fn):
+    try:
+        return fn()
+    except Exception:
+        return None

@@ -1,0 +1,67 @@
+"""`deployctl`: the root Typer app, its global options, and the process entry point."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+import typer
+
+from deployctl import __version__
+from deployctl.cli import common
+from deployctl.cli import config as config_cli
+from deployctl.errors import ExitCode
+
+app = typer.Typer(
+    name="deployctl",
+    help="Deploy Python services to Cloud Run with their Cloud SQL databases migrated, their secrets right "
+         "and their health proven. Runs against the local cloud by default (--env local).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(config_cli.app, name="config")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"deployctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    env: str = typer.Option(None, "--env", "-e", envvar="DEPLOYCTL_ENV",
+                            help="Environment: configs/<env>.toml. Default: local (the local cloud)."),
+    config_dir: Path = typer.Option(None, "--config-dir", envvar="DEPLOYCTL_CONFIG_DIR",
+                                    help="Directory holding <env>.toml files. Default: ./configs."),
+    json_mode: bool = typer.Option(False, "--json", help="Print only the JSON result envelope on stdout."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More detail (-vv: debug)."),
+    no_color: bool = typer.Option(False, "--no-color", help="No colours (also: NO_COLOR=1)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Confirm every step that asks (needed in CI)."),
+    timeout: float = typer.Option(None, "--timeout", min=0.1,
+                                  help="Deadline in seconds for each cloud call, retries included."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    ctx.obj = common.make_state(env=env, config_dir=config_dir, json_mode=json_mode, verbose=verbose,
+                                no_color=no_color, yes=yes, timeout=timeout)
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    try:
+        code = app(args=argv, prog_name="deployctl", standalone_mode=False)
+    except click.exceptions.UsageError as e:
+        e.show()
+        code = ExitCode.USAGE
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        sys.stderr.write("interrupted\n")
+        code = ExitCode.INTERRUPTED
+    except click.exceptions.ClickException as e:
+        e.show()
+        code = e.exit_code
+    sys.exit(int(code or 0))

@@ -1,0 +1,265 @@
+"""configs/<env>.toml: pydantic models, loading and validation with precise errors (file, field path, what is wrong).
+
+Unknown keys are rejected everywhere: a typo must not silently deploy a default.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from deployctl.errors import ConfigError
+
+# Cloud Run service and job ids: lowercase letters, digits, hyphens; start with a letter; at most 49 characters
+# for services (the job name `<service>-migrate` must fit in 63).
+SERVICE_ID = r"^[a-z](?:[-a-z0-9]{0,47}[a-z0-9])?$"
+SECRET_ID = r"^[A-Za-z0-9_-]{1,255}$"
+SECRET_REF = r"^[A-Za-z0-9_-]{1,255}(:(latest|[1-9][0-9]{0,9}))?$"
+PG_IDENT = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
+CONNECTION_NAME = r"^[a-z0-9][-a-z0-9.:]{0,100}:[a-z0-9-]{1,63}:[a-z0-9][-a-z0-9]{0,97}$"
+
+ShortText = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class EnvironmentSettings(Model):
+    project: Annotated[str, Field(pattern=r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")]
+    region: Annotated[str, Field(pattern=r"^[a-z]+-[a-z]+[0-9]$")]
+    emulator: bool = False
+    terraform_state: Path | None = None
+    terraform_state_command: ShortText | None = None
+    service_account: ShortText | None = None
+    deploy_timeout: Annotated[float, Field(gt=0, le=3600)] = 300.0
+
+    @model_validator(mode="after")
+    def _one_state_source(self) -> EnvironmentSettings:
+        if self.terraform_state and self.terraform_state_command:
+            raise ValueError("give terraform_state or terraform_state_command, not both")
+        return self
+
+
+class Network(Model):
+    vpc_connector: ShortText | None = None
+    egress: Literal["private-ranges-only", "all-traffic"] = "private-ranges-only"
+
+
+class Instance(Model):
+    connection_name: Annotated[str, Field(pattern=CONNECTION_NAME)]
+    private_ip: str | None = None
+    public_ip: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 5432
+    ssl: Literal["require", "verify-ca", "verify-full"] = "require"
+
+    @field_validator("private_ip", "public_ip")
+    @classmethod
+    def _ip(cls, v: str | None) -> str | None:
+        if v is not None:
+            import ipaddress
+
+            ipaddress.ip_address(v)
+        return v
+
+    @property
+    def name(self) -> str:
+        return self.connection_name.rsplit(":", 1)[1]
+
+
+class Database(Model):
+    instance: str
+    name: Annotated[str, Field(pattern=PG_IDENT)]
+    user: Annotated[str, Field(pattern=PG_IDENT)]
+    password_secret: Annotated[str, Field(pattern=SECRET_ID)]
+    # The Secret Manager secret holding the service's full connection string (DATABASE_URL).
+    url_secret: Annotated[str | None, Field(pattern=SECRET_ID)] = None
+    migrations: Path | None = None
+    driver: Literal["pg8000", "psycopg", "asyncpg"] = "pg8000"
+    # direct: host/port of the instance IP; connector: the Cloud SQL Python Connector.
+    mode: Literal["direct", "connector"] = "direct"
+    ip_type: Literal["private", "public", "psc"] = "private"
+    iam_auth: bool = False
+
+
+class Probe(Model):
+    path: Annotated[str, Field(pattern=r"^/[^\s]*$")] = "/health"
+    timeout: Annotated[float, Field(gt=0, le=240)] = 2.0
+    period: Annotated[float, Field(gt=0, le=240)] = 1.0
+    failure_threshold: Annotated[int, Field(ge=1, le=1000)] = 30
+
+
+class Service(Model):
+    image: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^\s]+$")]
+    # What the container runs. Cloud Run honours a container's command and args; the local cloud runs them.
+    command: list[ShortText] | None = None
+    args: list[ShortText] | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    env: dict[Annotated[str, Field(pattern=ENV_NAME)], Annotated[str, Field(max_length=32768)]] = {}
+    secrets: dict[Annotated[str, Field(pattern=ENV_NAME)], Annotated[str, Field(pattern=SECRET_REF)]] = {}
+    health: list[Annotated[str, Field(pattern=r"^/[^\s]*$")]] = ["/health"]
+    startup_probe: Probe = Probe()
+    depends_on: list[str] = []
+    min_instances: Annotated[int, Field(ge=0, le=1000)] = 0
+    max_instances: Annotated[int, Field(ge=1, le=1000)] = 10
+    cpu: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?m?$")] = "1"
+    memory: Annotated[str, Field(pattern=r"^[0-9]+(Mi|Gi)$")] = "512Mi"
+    service_account: ShortText | None = None
+    vpc_connector: ShortText | None = None  # overrides [network].vpc_connector
+    ingress: Literal["all", "internal", "internal-and-cloud-load-balancing"] = "all"
+    database: Database | None = None
+
+    @model_validator(mode="after")
+    def _scaling(self) -> Service:
+        if self.min_instances > self.max_instances:
+            raise ValueError("min_instances is larger than max_instances")
+        overlap = set(self.env) & set(self.secrets)
+        if overlap:
+            raise ValueError(f"{sorted(overlap)[0]} is both in env and in secrets")
+        return self
+
+
+class Config(Model):
+    environment: EnvironmentSettings
+    network: Network = Network()
+    instances: dict[str, Instance] = {}
+    services: dict[Annotated[str, Field(pattern=SERVICE_ID)], Service] = {}
+
+    # Set by load(), not by the file.
+    name: str = Field("local", exclude=True)
+    path: Path | None = Field(None, exclude=True)
+    root: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        for sname, svc in self.services.items():
+            if svc.database and svc.database.instance not in self.instances:
+                raise ValueError(f"services.{sname}.database.instance: no instance "
+                                 f"{svc.database.instance!r} in [instances]")
+            for dep in svc.depends_on:
+                if dep not in self.services:
+                    raise ValueError(f"services.{sname}.depends_on: no service {dep!r}")
+        _check_acyclic({n: s.depends_on for n, s in self.services.items()})
+        return self
+
+    def service(self, name: str) -> Service:
+        try:
+            return self.services[name]
+        except KeyError:
+            known = ", ".join(self.services) or "none"
+            raise ConfigError(f"no service {name!r} in {self.path or self.name}",
+                              hint=f"known services: {known}") from None
+
+    def select(self, names: list[str] | None, all_: bool = False) -> list[str]:
+        """The services a command acts on: those named, or every one (in config order)."""
+        if names:
+            for n in names:
+                self.service(n)
+            return list(dict.fromkeys(names))
+        return list(self.services)
+
+    def vpc_connector_for(self, name: str) -> str | None:
+        return self.services[name].vpc_connector or self.network.vpc_connector
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the config, relative to the project root."""
+        return path if path.is_absolute() else (self.root or Path.cwd()) / path
+
+
+def _check_acyclic(graph: dict[str, list[str]]) -> None:
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        if state.get(node) == 1:
+            cycle = " -> ".join(trail[trail.index(node):] + [node])
+            raise ValueError(f"depends_on has a cycle: {cycle}")
+        if state.get(node) == 2:
+            return
+        state[node] = 1
+        for dep in graph.get(node, []):
+            visit(dep, trail + [node])
+        state[node] = 2
+
+    for n in graph:
+        visit(n, [])
+
+
+def config_path(config_dir: Path, env: str) -> Path:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", env) or env.startswith("."):
+        raise ConfigError(f"invalid environment name {env!r}",
+                          hint="use letters, digits, '-', '_' (the file is configs/<env>.toml)")
+    return config_dir / f"{env}.toml"
+
+
+def load(config_dir: Path, env: str) -> Config:
+    path = config_path(config_dir, env)
+    if not path.exists():
+        available = sorted(p.stem for p in config_dir.glob("*.toml")) if config_dir.is_dir() else []
+        raise ConfigError(f"no configuration for environment {env!r}: {path} does not exist",
+                          hint=(f"environments here: {', '.join(available)}" if available
+                                else "pass --config-dir pointing at your configs/ directory"))
+    try:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 (byte {e.start})",
+                          hint="save the file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}", hint="check the file's permissions") from None
+    return parse(text, path=path, env=env)
+
+
+def parse(text: str, *, path: Path, env: str) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: TOML syntax error: {e}",
+                          hint="fix the syntax at that line (duplicate keys are not allowed)") from None
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: invalid configuration:\n" + format_validation_error(e),
+                          hint=f"fix the fields above, then run `deployctl --env {env} config validate`",
+                          details={"errors": _error_list(e)}) from None
+    except (ValueError, TypeError, RecursionError) as e:  # e.g. a cycle found while validating
+        raise ConfigError(f"{path}: invalid configuration: {e}") from None
+    path = path.resolve()
+    return cfg.model_copy(update={"name": env, "path": path, "root": path.parent.parent})
+
+
+def _loc(loc: tuple) -> str:
+    parts = []
+    for p in loc:
+        if isinstance(p, int):
+            parts.append(f"[{p}]")
+        elif p == "[key]":
+            parts.append(" (the name)")
+        elif parts:
+            parts.append(f".{p}")
+        else:
+            parts.append(str(p))
+    return "".join(parts) or "(top level)"
+
+
+def _error_list(e: ValidationError) -> list[dict]:
+    out = []
+    for err in e.errors(include_url=False, include_input=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not a setting deployctl knows; check the spelling)"
+        elif err["type"] == "string_pattern_mismatch":
+            msg = f"has an invalid form (must match {err['ctx']['pattern']})"
+        out.append({"field": _loc(loc), "message": msg})
+    return out
+
+
+def format_validation_error(e: ValidationError) -> str:
+    # Messages never include the input value: it may be a secret (e.g. a password pasted into env).
+    return "\n".join(f"  {item['field']}: {item['message']}" for item in _error_list(e))

@@ -1,0 +1,116 @@
+"""The Context every command receives: which environment, its configuration, the cloud clients (built lazily,
+pointed at the local cloud or at Google), how to report progress, and whether it may ask questions."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from deployctl import config as config_mod
+from deployctl.errors import ConfirmationRequired
+
+
+@dataclass(frozen=True)
+class Event:
+    """A progress report from a command to whoever renders it."""
+
+    subject: str  # a service name, or "" for the environment
+    message: str
+    status: str = "info"  # info | ok | warn | fail | skip
+    detail: bool = False  # only shown with --verbose
+
+
+def default_config_dir() -> Path:
+    """configs/ of the project: $DEPLOYCTL_CONFIG_DIR, ./configs, or the one beside this package (a checkout)."""
+    if os.environ.get("DEPLOYCTL_CONFIG_DIR"):
+        return Path(os.environ["DEPLOYCTL_CONFIG_DIR"])
+    here = Path.cwd() / "configs"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class Context:
+    env: str = "local"
+    config_dir: Path = field(default_factory=default_config_dir)
+    verbose: bool = False
+    yes: bool = False
+    interactive: bool = False
+    timeout: float | None = None  # overall deadline for a command's cloud work, seconds
+    on_event: Callable[[Event], None] = lambda e: None
+    ask: Callable[[str], bool] | None = None  # set by the CLI when a person can answer
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    @cached_property
+    def config(self) -> config_mod.Config:
+        return config_mod.load(Path(self.config_dir), self.env)
+
+    @property
+    def project_root(self) -> Path:
+        return self.config.root or Path.cwd()
+
+    @property
+    def state_dir(self) -> Path:
+        """Where deployctl keeps this environment's local state (the local cloud, logs)."""
+        if os.environ.get("DEPLOYCTL_STATE_DIR"):
+            return Path(os.environ["DEPLOYCTL_STATE_DIR"]).resolve()
+        return (Path(self.config_dir).resolve().parent / ".deployctl" / self.env).resolve()
+
+    @property
+    def project(self) -> str:
+        return self.config.environment.project
+
+    @property
+    def region(self) -> str:
+        return self.config.environment.region
+
+    @property
+    def location(self) -> str:
+        return f"projects/{self.project}/locations/{self.region}"
+
+    @property
+    def emulated(self) -> bool:
+        return bool(os.environ.get("DEPLOYCTL_EMULATOR_HOST")) or self.config.environment.emulator
+
+    def terraform_state_path(self) -> Path | None:
+        env = self.config.environment
+        if env.terraform_state:
+            return self.config.resolve(env.terraform_state)
+        if env.emulator:
+            return self.state_dir / "terraform.tfstate"
+        return None
+
+    @cached_property
+    def clients(self):
+        """The Google clients, against the local cloud (started if needed) or Application Default Credentials."""
+        from deployctl.cloud.clients import Clients
+        from deployctl.cloud.policy import DEFAULT
+
+        policy = DEFAULT.with_deadline(self.timeout) if self.timeout else DEFAULT
+        host = os.environ.get("DEPLOYCTL_EMULATOR_HOST")
+        rest = os.environ.get("DEPLOYCTL_SQLADMIN_ENDPOINT")
+        if not host and self.config.environment.emulator:
+            from deployctl.localcloud.lifecycle import ensure_running
+
+            endpoint = ensure_running(self)
+            host, rest = endpoint.grpc, endpoint.rest
+        return Clients(emulator_host=host, sqladmin_endpoint=rest, policy=policy)
+
+    def progress(self, subject: str, message: str, status: str = "info", *, detail: bool = False) -> None:
+        self.on_event(Event(subject, message, status, detail))
+
+    def confirm(self, question: str) -> bool:
+        """True when the user agreed (or passed --yes); raises when nobody can be asked."""
+        if self.yes:
+            return True
+        if not self.interactive or self.ask is None:
+            raise ConfirmationRequired(f"{question} — confirmation needed, and this session cannot prompt",
+                                       hint="re-run with --yes to confirm")
+        return self.ask(question)

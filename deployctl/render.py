@@ -1,0 +1,147 @@
+"""The one renderer: Rich for people, the versioned JSON envelope for machines.
+
+Results go to stdout (for people: tables and trees; with --json: the envelope and nothing else). Progress,
+warnings and errors for people go to stderr. Both streams pass through redact.RedactingWriter, so even a
+renderer bug cannot print a registered secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table as RichTable
+from rich.text import Text
+from rich.tree import Tree as RichTree
+
+from deployctl import redact, views
+from deployctl.context import Event
+from deployctl.errors import DeployctlError
+from deployctl.results import Result
+
+STYLES = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim", "info": "", "dim": "dim",
+          "bold": "bold", "": ""}
+SYMBOLS = {"ok": "✓", "warn": "!", "fail": "✗", "skip": "-", "info": "·"}
+
+
+def envelope(schema: str, ok: bool, data, errors: list[dict]) -> dict:
+    return redact.redact_obj({"schema": f"deployctl/{schema}/v1", "ok": ok, "data": data, "errors": errors})
+
+
+class Renderer:
+    def __init__(self, *, json_mode: bool = False, verbose: bool = False, no_color: bool = False,
+                 stdout=None, stderr=None) -> None:
+        self.json_mode = json_mode
+        self.verbose = verbose
+        no_color = no_color or bool(os.environ.get("NO_COLOR"))
+        self._out_stream = redact.RedactingWriter(stdout or sys.stdout)
+        self._err_stream = redact.RedactingWriter(stderr or sys.stderr)
+        # Off a terminal (CI logs, pipes) Rich would wrap at 80 columns; tables read better wider.
+        width = None if (stdout or sys.stdout).isatty() else int(os.environ.get("COLUMNS") or 160)
+        self.out = Console(file=self._out_stream, no_color=no_color, highlight=False, width=width)
+        self.err = Console(file=self._err_stream, no_color=no_color, highlight=False, stderr=True, width=width)
+        self.github = os.environ.get("GITHUB_ACTIONS") == "true"
+        self._lock = threading.Lock()
+
+    # --- results -------------------------------------------------------------------------------------
+    def result(self, result: Result) -> None:
+        if self.json_mode:
+            data = result.model_dump(mode="json")
+            self._json(envelope(result.schema_name, result.ok, data, result.errors()))
+        else:
+            for block in result.view():
+                self._block(block)
+            for err in result.errors():
+                self._github_error(err.get("message", ""))
+        self.flush()
+
+    def error(self, err: DeployctlError, schema: str = "error") -> None:
+        if self.json_mode:
+            self._json(envelope(schema, False, None,
+                                [{"code": err.code, "message": err.message, "hint": err.hint}]))
+        else:
+            self.err.print(Text("error: ", style="bold red") + Text(err.message))
+            if err.hint:
+                self.err.print(Text("  next: ", style="bold") + Text(err.hint))
+        self._github_error(err.message)
+        self.flush()
+
+    def unexpected(self, log_path: str | None) -> None:
+        message = "deployctl hit an unexpected error (a bug)."
+        hint = (f"the details are in {log_path}; please attach it to a bug report" if log_path
+                else "re-run with --verbose for details")
+        self.error(DeployctlError(message, hint=hint, code="internal"))
+
+    def _json(self, payload: dict) -> None:
+        self._out_stream.write(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+    def _github_error(self, message: str) -> None:
+        if self.github and message:
+            first = message.splitlines()[0] if message else message
+            self._err_stream.write(f"::error::{first}\n")
+
+    # --- progress ------------------------------------------------------------------------------------
+    def event(self, event: Event) -> None:
+        if event.detail and not self.verbose:
+            return
+        with self._lock:
+            symbol = SYMBOLS.get(event.status, "·")
+            line = Text(f"{symbol} ", style=STYLES.get(event.status, ""))
+            if event.subject:
+                line += Text(f"{event.subject}: ", style="bold")
+            line += Text(event.message)
+            self.err.print(line)
+
+    def note(self, message: str, style: str = "") -> None:
+        self.err.print(Text(message, style=STYLES.get(style, style)))
+
+    def flush(self) -> None:
+        self._out_stream.flush()
+        self._err_stream.flush()
+
+    # --- blocks --------------------------------------------------------------------------------------
+    def _block(self, block: views.Block) -> None:
+        if isinstance(block, views.Table):
+            table = RichTable(title=block.title, title_justify="left", header_style="bold")
+            for col in block.columns:
+                table.add_column(col, overflow="fold")
+            for row in block.rows:
+                table.add_row(*(_text(c) for c in row))
+            self.out.print(table)
+        elif isinstance(block, views.Fields):
+            if block.title:
+                self.out.print(Text(block.title, style="bold"))
+            width = max((len(k) for k, _ in block.items), default=0)
+            for key, value in block.items:
+                self.out.print(Text(f"  {key.ljust(width)}  ", style="dim") + _text(value))
+        elif isinstance(block, views.Tree):
+            self.out.print(_tree(block.root))
+        elif isinstance(block, views.Line):
+            self.out.print(Text(block.text, style=STYLES.get(block.style, block.style)))
+        elif isinstance(block, views.Code):
+            self._out_stream.write(block.text if block.text.endswith("\n") else block.text + "\n")
+        else:  # pragma: no cover - a new block type without a renderer is a bug
+            raise TypeError(f"no renderer for {type(block).__name__}")
+
+
+def _text(cell: views.CellLike) -> Text:
+    if cell is None:
+        return Text("")
+    if isinstance(cell, views.Cell):
+        return Text(cell.text, style=STYLES.get(cell.style, cell.style))
+    return Text(str(cell))
+
+
+def _tree(node: views.Node, parent: RichTree | None = None) -> RichTree:
+    label = _text(node.label)
+    branch = RichTree(label) if parent is None else parent.add(label)
+    for child in node.children:
+        _tree(child, branch)
+    return branch
+
+
+__all__ = ["Renderer", "envelope", "escape"]

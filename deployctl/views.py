@@ -1,0 +1,76 @@
+"""What a result looks like to a person, as plain data. render.py turns these blocks into Rich output;
+commands build them without importing Rich.
+
+Styles are words: "ok", "warn", "fail", "skip", "info", "dim", "bold", "" (none).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Cell:
+    text: str
+    style: str = ""
+
+
+CellLike = str | Cell | int | float | None
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[CellLike]]
+    title: str | None = None
+
+
+@dataclass
+class Fields:
+    """Key/value pairs, one per line."""
+
+    items: list[tuple[str, CellLike]]
+    title: str | None = None
+
+
+@dataclass
+class Node:
+    label: CellLike
+    children: list[Node] = field(default_factory=list)
+
+
+@dataclass
+class Tree:
+    root: Node
+
+
+@dataclass
+class Line:
+    text: str
+    style: str = ""
+
+
+@dataclass
+class Code:
+    """Literal text printed as is (SQL, a rendered spec): on stdout, so it can be piped."""
+
+    text: str
+
+
+Block = Table | Fields | Tree | Line | Code
+
+
+def ok(text: str) -> Cell:
+    return Cell(text, "ok")
+
+
+def warn(text: str) -> Cell:
+    return Cell(text, "warn")
+
+
+def fail(text: str) -> Cell:
+    return Cell(text, "fail")
+
+
+def dim(text: str) -> Cell:
+    return Cell(text, "dim")
