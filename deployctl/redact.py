@@ -38,10 +38,11 @@ def _variants(value: str) -> set[str]:
         b64u = base64.urlsafe_b64encode(raw).decode()
         out |= {
             v,
-            quote(v, safe=""),
-            quote(v),
-            quote_plus(v),
-            quote_plus(v, safe=""),
+            # from the bytes: a binary secret (decoded with surrogateescape) cannot be re-encoded strictly
+            quote(raw, safe=""),
+            quote(raw),
+            quote_plus(raw),
+            quote_plus(raw, safe=""),
             b64,
             b64.rstrip("="),
             b64u,
@@ -129,6 +130,11 @@ class RedactingWriter(io.TextIOBase):
                 self._stream.write(redact(self._buffer))
                 self._buffer = ""
         self._stream.flush()
+
+    @property
+    def raw(self):
+        """The unredacted stream: only for a value the user asked to see (--reveal)."""
+        return self._stream
 
     def isatty(self) -> bool:
         return self._stream.isatty()

@@ -26,11 +26,12 @@ import grpc
 
 from deployctl.emulator.faults import FaultConfig, FaultInterceptor
 from deployctl.emulator.state import Store, atomic_write_text
+from deployctl.redact import RedactingFilter
 
 log = logging.getLogger("deployctl.emulator")
 
 # Order matters: a component may use those listed before it when it starts.
-COMPONENTS: tuple[str, ...] = ("secretmanager",)
+COMPONENTS: tuple[str, ...] = ("secretmanager", "sqladmin", "logs", "run")
 
 ENDPOINT_FILE = "emulator.json"
 
@@ -169,15 +170,30 @@ def serve(state_dir: Path, *, host: str = "127.0.0.1", port: int = 0, project_ro
         emu.stop()
 
 
+def purge(state_dir: Path) -> None:
+    """Let each component delete what it keeps outside the state directory (e.g. PostgreSQL clusters)."""
+    for name in COMPONENTS:
+        module = importlib.import_module(f"deployctl.emulator.{name}")
+        if hasattr(module, "purge"):
+            module.purge(Path(state_dir).resolve())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="deployctl-emulator")
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", default=0, type=int)
     parser.add_argument("--project-root", type=Path, default=None)
+    parser.add_argument("--purge", action="store_true",
+                        help="delete what the components keep outside the state dir (clusters), then exit")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.purge:
+        purge(args.state_dir)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())  # the emulator knows every secret; its log must show none
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     serve(args.state_dir, host=args.host, port=args.port, project_root=args.project_root,
           on_ready=lambda emu: print(json.dumps({"grpc": emu.address, "rest": emu.rest_address}), flush=True))
 

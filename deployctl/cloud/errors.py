@@ -1,0 +1,167 @@
+"""Google API errors turned into deployctl errors that say what failed and what to do next.
+
+Every wrapper in cloud/ runs its calls inside `translated(resource, ...)`. google.api_core is imported only
+when an exception is being translated, so importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from deployctl import errors
+from deployctl.redact import redact
+
+# The IAM permissions deployctl needs, each with the narrowest predefined role that grants it.
+ROLE_FOR_PERMISSION: dict[str, str] = {
+    # Secret Manager
+    "secretmanager.versions.access": "roles/secretmanager.secretAccessor",
+    "secretmanager.versions.add": "roles/secretmanager.secretVersionAdder",
+    "secretmanager.versions.get": "roles/secretmanager.viewer",
+    "secretmanager.versions.list": "roles/secretmanager.viewer",
+    "secretmanager.versions.enable": "roles/secretmanager.secretVersionManager",
+    "secretmanager.versions.disable": "roles/secretmanager.secretVersionManager",
+    "secretmanager.versions.destroy": "roles/secretmanager.secretVersionManager",
+    "secretmanager.secrets.get": "roles/secretmanager.viewer",
+    "secretmanager.secrets.list": "roles/secretmanager.viewer",
+    "secretmanager.secrets.create": "roles/secretmanager.admin",
+    "secretmanager.secrets.update": "roles/secretmanager.admin",
+    "secretmanager.secrets.delete": "roles/secretmanager.admin",
+    # Cloud Run
+    "run.services.get": "roles/run.developer",
+    "run.services.list": "roles/run.developer",
+    "run.services.create": "roles/run.developer",
+    "run.services.update": "roles/run.developer",
+    "run.revisions.get": "roles/run.developer",
+    "run.revisions.list": "roles/run.developer",
+    "run.jobs.get": "roles/run.developer",
+    "run.jobs.create": "roles/run.developer",
+    "run.jobs.update": "roles/run.developer",
+    "run.jobs.run": "roles/run.developer",
+    "run.executions.get": "roles/run.developer",
+    "run.executions.list": "roles/run.developer",
+    "run.operations.get": "roles/run.developer",
+    "run.routes.invoke": "roles/run.invoker",
+    "iam.serviceAccounts.actAs": "roles/iam.serviceAccountUser",  # deploying as a runtime service account
+    # Cloud SQL
+    "cloudsql.instances.connect": "roles/cloudsql.client",
+    "cloudsql.instances.get": "roles/cloudsql.client",
+    "cloudsql.instances.list": "roles/cloudsql.admin",
+    "cloudsql.instances.create": "roles/cloudsql.admin",
+    "cloudsql.users.list": "roles/cloudsql.admin",
+    "cloudsql.users.create": "roles/cloudsql.admin",
+    "cloudsql.users.update": "roles/cloudsql.admin",
+    "cloudsql.databases.list": "roles/cloudsql.admin",
+    "cloudsql.databases.create": "roles/cloudsql.admin",
+    # Logging
+    "logging.logEntries.list": "roles/logging.viewer",
+    "logging.logs.list": "roles/logging.viewer",
+}
+
+_PERMISSION_IN_MESSAGE = re.compile(r"[Pp]ermission '?([a-zA-Z]+\.[a-zA-Z]+\.[a-zA-Z]+)'? denied")
+
+UNREACHABLE_HINT = ("check the API endpoint and your network; for a local environment run `deployctl local up` "
+                    "(or set DEPLOYCTL_EMULATOR_HOST to a running emulator)")
+
+
+def role_for(permission: str) -> str | None:
+    """The predefined IAM role that grants `permission`, if deployctl knows it."""
+    return ROLE_FOR_PERMISSION.get(permission)
+
+
+def translate(exc: BaseException, *, resource: str, config_ref: str | None = None,
+              permission: str | None = None) -> errors.DeployctlError:
+    """A DeployctlError for `exc`, raised while working on `resource`.
+
+    `config_ref` names the configuration entry that points at the resource (e.g. "services.api.secrets.KEY");
+    `permission` is the IAM permission the call needs, used when the error itself does not name one.
+    """
+    if isinstance(exc, errors.DeployctlError):
+        return exc
+    from google.api_core import exceptions as gexc
+
+    detail = redact(_message(exc))
+    referred = f" (referred to by {config_ref})" if config_ref else ""
+    details = {"resource": resource, **({"config_ref": config_ref} if config_ref else {})}
+
+    if isinstance(exc, gexc.NotFound):
+        hint = f"check the name in {config_ref}, or create it" if config_ref else "check the name, or create it"
+        return errors.NotFound(f"{resource} was not found{referred}: {detail}", hint=hint, details=details)
+    if isinstance(exc, gexc.PermissionDenied | gexc.Unauthenticated):
+        return _permission_denied(exc, gexc, resource, referred, detail, permission, details)
+    if isinstance(exc, gexc.AlreadyExists):
+        return errors.AlreadyExists(f"{resource} already exists: {detail}",
+                                    hint="use the existing resource, or pick another name", details=details)
+    if isinstance(exc, gexc.Aborted):
+        return errors.Conflict(f"{resource} was changed by someone else: {detail}",
+                               hint="read it again and retry", details=details)
+    if isinstance(exc, gexc.FailedPrecondition):
+        return errors.CloudError(f"{resource} is not in a state that allows this{referred}: {detail}",
+                                 hint="check its state (for a secret version: enabled, disabled, destroyed)",
+                                 code="failed-precondition", details=details)
+    if isinstance(exc, gexc.InvalidArgument):
+        return errors.CloudError(f"the request for {resource} was rejected as invalid{referred}: {detail}",
+                                 hint="check the name and values" + (f" in {config_ref}" if config_ref else ""),
+                                 code="invalid-argument", details=details)
+    if isinstance(exc, gexc.RetryError | gexc.DeadlineExceeded | gexc.ServiceUnavailable):
+        return errors.Unreachable(f"no answer from the API while working on {resource}: {detail}",
+                                  hint=UNREACHABLE_HINT, details=details)
+    return errors.CloudError(f"the API call for {resource} failed: {detail}", details=details)
+
+
+def _permission_denied(exc, gexc, resource, referred, detail, permission, details) -> errors.PermissionDenied:
+    if isinstance(exc, gexc.Unauthenticated):
+        return errors.PermissionDenied(
+            f"not authenticated for {resource}: {detail}",
+            hint="run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS",
+            details=details)
+    permission = _permission_of(exc) or permission
+    role = role_for(permission) if permission else None
+    needs = f"; it needs {permission}" if permission else ""
+    grants = f" (granted by {role})" if role else ""
+    if role:
+        target = re.sub(r"/versions/[^/]+$", "", resource)  # IAM binds on the secret, not on a version
+        hint = f"grant {role} on {target} (or its project) to the identity deployctl runs as"
+    elif permission:
+        hint = f"grant a role that includes {permission} to the identity deployctl runs as"
+    else:
+        hint = "check the IAM roles of the identity deployctl runs as (`gcloud auth list`)"
+    details = {**details, "permission": permission, "role": role, "detail": detail}
+    return errors.PermissionDenied(f"permission denied on {resource}{referred}{needs}{grants}",
+                                   hint=hint, details=details)
+
+
+def _permission_of(exc) -> str | None:
+    """The permission Google names in its ErrorInfo metadata or message, if any."""
+    metadata = getattr(exc, "metadata", None) or {}
+    if metadata.get("permission"):
+        return metadata["permission"]
+    m = _PERMISSION_IN_MESSAGE.search(_message(exc))
+    return m.group(1) if m else None
+
+
+def _message(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)  # RetryError keeps the last attempt's error here
+    if cause is not None and cause is not exc:
+        return f"{getattr(exc, 'message', exc)} (last error: {_message(cause)})"
+    return str(getattr(exc, "message", None) or exc)
+
+
+@contextmanager
+def translated(resource: str, config_ref: str | None = None, *, permission: str | None = None) -> Iterator[None]:
+    """`with translated(name):` re-raises Google API errors as DeployctlErrors (the original as __cause__)."""
+    try:
+        yield
+    except errors.DeployctlError:
+        raise
+    except Exception as exc:
+        if not _is_google_error(exc):
+            raise
+        raise translate(exc, resource=resource, config_ref=config_ref, permission=permission) from exc
+
+
+def _is_google_error(exc: Exception) -> bool:
+    from google.api_core import exceptions as gexc
+
+    return isinstance(exc, gexc.GoogleAPIError)
