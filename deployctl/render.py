@@ -28,8 +28,9 @@ STYLES = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim", "i
 SYMBOLS = {"ok": "✓", "warn": "!", "fail": "✗", "skip": "-", "info": "·"}
 
 
-def envelope(schema: str, ok: bool, data, errors: list[dict]) -> dict:
-    return redact.redact_obj({"schema": f"deployctl/{schema}/v1", "ok": ok, "data": data, "errors": errors})
+def envelope(schema: str, ok: bool, data, errors: list[dict], *, revealed: bool = False) -> dict:
+    doc = {"schema": f"deployctl/{schema}/v1", "ok": ok, "data": data, "errors": errors}
+    return doc if revealed else redact.redact_obj(doc)
 
 
 class Renderer:
@@ -49,9 +50,12 @@ class Renderer:
 
     # --- results -------------------------------------------------------------------------------------
     def result(self, result: Result) -> None:
+        # Only a result the user asked to reveal (--reveal) skips redaction, and only on stdout.
+        revealed = bool(getattr(result, "revealed", False))
         if self.json_mode:
             data = result.model_dump(mode="json")
-            self._json(envelope(result.schema_name, result.ok, data, result.errors()))
+            doc = envelope(result.schema_name, result.ok, data, result.errors(), revealed=revealed)
+            self._json(doc, raw=revealed)
         else:
             for block in result.view():
                 self._block(block)
@@ -76,8 +80,13 @@ class Renderer:
                 else "re-run with --verbose for details")
         self.error(DeployctlError(message, hint=hint, code="internal"))
 
-    def _json(self, payload: dict) -> None:
-        self._out_stream.write(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    def _json(self, payload: dict, raw: bool = False) -> None:
+        text = json.dumps(payload, indent=2, sort_keys=False) + "\n"
+        if raw:
+            self._out_stream.flush()
+            self._out_stream.raw.write(text)
+        else:
+            self._out_stream.write(text)
 
     def _github_error(self, message: str) -> None:
         if self.github and message:
@@ -122,6 +131,9 @@ class Renderer:
             self.out.print(_tree(block.root))
         elif isinstance(block, views.Line):
             self.out.print(Text(block.text, style=STYLES.get(block.style, block.style)))
+        elif isinstance(block, views.Revealed):
+            self._out_stream.flush()
+            self._out_stream.raw.write(block.text if block.text.endswith("\n") else block.text + "\n")
         elif isinstance(block, views.Code):
             self._out_stream.write(block.text if block.text.endswith("\n") else block.text + "\n")
         else:  # pragma: no cover - a new block type without a renderer is a bug

@@ -57,7 +57,14 @@ class Code:
     text: str
 
 
-Block = Table | Fields | Tree | Line | Code
+@dataclass
+class Revealed:
+    """A secret value the user asked to see (--reveal): printed as is, the only block that bypasses redaction."""
+
+    text: str
+
+
+Block = Table | Fields | Tree | Line | Code | Revealed
 
 
 def ok(text: str) -> Cell:

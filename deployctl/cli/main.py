@@ -12,6 +12,8 @@ import typer
 from deployctl import __version__
 from deployctl.cli import common
 from deployctl.cli import config as config_cli
+from deployctl.cli import local as local_cli
+from deployctl.cli import secrets as secrets_cli
 from deployctl.errors import ExitCode
 
 app = typer.Typer(
@@ -23,6 +25,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(config_cli.app, name="config")
+app.add_typer(local_cli.app, name="local")
+app.add_typer(local_cli.emulator_app, name="emulator")
+app.add_typer(secrets_cli.app, name="secrets")
+app.command("dsn")(secrets_cli.dsn)
 
 
 def _version(value: bool) -> None:

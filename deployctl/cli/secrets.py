@@ -1,0 +1,53 @@
+"""`deployctl secrets ...` and `deployctl dsn ...`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from deployctl.cli.common import execute
+from deployctl.commands import dsn as dsn_cmd
+from deployctl.commands import secrets as cmd
+
+app = typer.Typer(help="Secret Manager, with values masked unless --reveal.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_(ctx: typer.Context) -> None:
+    """Every secret with its latest version, and which config entries use it (or miss it)."""
+    execute(ctx, cmd.list_secrets, schema="secrets/list")
+
+
+@app.command("versions")
+def versions(ctx: typer.Context, secret: str = typer.Argument(..., help="Secret id.")) -> None:
+    """A secret's versions and their states."""
+    execute(ctx, cmd.versions, secret, schema="secrets/versions")
+
+
+@app.command("get")
+def get(ctx: typer.Context, secret: str = typer.Argument(..., help="Secret id."),
+        version: str = typer.Option("latest", "--version", help="A version number or 'latest'."),
+        reveal: bool = typer.Option(False, "--reveal", help="Print the value itself.")) -> None:
+    """A secret's value: masked with a fingerprint, or itself with --reveal."""
+    execute(ctx, cmd.get, secret, version, reveal, schema="secrets/get")
+
+
+@app.command("set")
+def set_(ctx: typer.Context, secret: str = typer.Argument(..., help="Secret id (created if missing)."),
+         from_file: Path = typer.Option(None, "--from-file", exists=True, dir_okay=False,
+                                        help="Read the value from this file (byte for byte).")) -> None:
+    """Add a version; the value comes from stdin or --from-file, never the command line (shell history)."""
+    data = from_file.read_bytes() if from_file else sys.stdin.buffer.read()
+    execute(ctx, cmd.set_value, secret, data, schema="secrets/set")
+
+
+def dsn(ctx: typer.Context,
+        services: list[str] = typer.Argument(None, help="Services (default: every one with a database)."),
+        driver: str = typer.Option(None, "--driver", help="pg8000 | psycopg | asyncpg (default: the config's)."),
+        reveal: bool = typer.Option(False, "--reveal", help="Print the connection string with its password."),
+        write_secret: bool = typer.Option(False, "--write-secret",
+                                          help="Store it as a new version of the service's url_secret.")) -> None:
+    """A service's connection string: URL-encoded, SSL on, the driver's own arguments; masked unless --reveal."""
+    execute(ctx, dsn_cmd.show, services or None, driver, reveal, write_secret, schema="dsn")

@@ -1,0 +1,102 @@
+"""`deployctl local up|down|ps`: the local cloud's lifecycle."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from deployctl import views
+from deployctl.context import Context
+from deployctl.errors import UsageError
+from deployctl.results import Result
+
+
+class UpResult(Result):
+    schema_name: ClassVar[str] = "local/up"
+    grpc: str
+    rest: str
+    pid: int
+    state_dir: str
+    instances: dict[str, str | None]  # name -> private IP
+    terraform_state: str
+
+    def view(self) -> list[views.Block]:
+        items = [("emulator", f"{self.grpc} (pid {self.pid})"), ("cloud sql connector API", self.rest),
+                 ("state", self.state_dir), ("terraform state", self.terraform_state)]
+        items += [(f"instance {k}", f"private IP {v}") for k, v in self.instances.items()]
+        return [views.Fields(items, title="local cloud is up")]
+
+
+class DownResult(Result):
+    schema_name: ClassVar[str] = "local/down"
+    was_running: bool
+    purged: bool
+
+    def view(self) -> list[views.Block]:
+        what = "stopped the local cloud" if self.was_running else "the local cloud was not running"
+        return [views.Line(what + ("; state and databases deleted" if self.purged else ""), "ok")]
+
+
+class PsResult(Result):
+    schema_name: ClassVar[str] = "local/ps"
+    running: bool
+    grpc: str | None = None
+    pid: int | None = None
+    instances: list[dict] = []
+    services: list[dict] = []
+
+    def view(self) -> list[views.Block]:
+        if not self.running:
+            return [views.Line("the local cloud is not running (start it: deployctl local up)", "warn")]
+        blocks: list[views.Block] = [views.Line(f"emulator {self.grpc} (pid {self.pid})", "ok")]
+        if self.instances:
+            blocks.append(views.Table(["instance", "private IP", "state"],
+                                      [[i["name"], i["private_ip"], i["state"]] for i in self.instances]))
+        if self.services:
+            blocks.append(views.Table(["service", "serving revision", "ready", "uri"],
+                                      [[s["name"], s["revision"], views.ok("yes") if s["ready"] else
+                                        views.fail("no"), s["uri"]] for s in self.services]))
+        return blocks
+
+
+def _require_local(ctx: Context) -> None:
+    if not ctx.config.environment.emulator:
+        raise UsageError(f"environment {ctx.env!r} is not a local cloud (emulator = false)",
+                         hint="use --env local, or set emulator = true in its [environment]")
+
+
+def up(ctx: Context) -> UpResult:
+    from deployctl.cloud.sqladmin import SqlAdmin
+    from deployctl.localcloud.lifecycle import ensure_running
+
+    _require_local(ctx)
+    endpoint = ensure_running(ctx)
+    admin = SqlAdmin(ctx.clients, ctx.project)
+    instances = {i.name: i.private_ip for i in admin.list_instances()}
+    return UpResult(grpc=endpoint.grpc, rest=endpoint.rest, pid=endpoint.pid, state_dir=str(ctx.state_dir),
+                    instances=instances, terraform_state=str(ctx.terraform_state_path()))
+
+
+def down(ctx: Context, purge: bool = False) -> DownResult:
+    from deployctl.localcloud.lifecycle import down as stop_all
+
+    _require_local(ctx)
+    if purge and not ctx.confirm(f"delete the local cloud's state and databases in {ctx.state_dir}?"):
+        raise UsageError("not purged", hint="run again and confirm, or pass --yes")
+    outcome = stop_all(ctx.state_dir, ctx.project_root, purge=purge)
+    return DownResult(was_running=outcome["was_running"], purged=purge)
+
+
+def ps(ctx: Context) -> PsResult:
+    from deployctl.cloud.run import RunApi
+    from deployctl.cloud.sqladmin import SqlAdmin
+    from deployctl.localcloud.lifecycle import find
+
+    _require_local(ctx)
+    endpoint = find(ctx.state_dir)
+    if endpoint is None:
+        return PsResult(running=False)
+    instances = [{"name": i.name, "private_ip": i.private_ip, "state": i.state}
+                 for i in SqlAdmin(ctx.clients, ctx.project).list_instances()]
+    services = [{"name": s.short_name, "revision": s.serving_revision or "-", "ready": s.ready, "uri": s.uri}
+                for s in RunApi(ctx.clients, ctx.project, ctx.region).list_services()]
+    return PsResult(running=True, grpc=endpoint.grpc, pid=endpoint.pid, instances=instances, services=services)
