@@ -101,6 +101,10 @@ class Clients:
     def sql_databases(self):
         return self._sql("sql_databases_service")
 
+    @cached_property
+    def sql_operations(self):
+        return self._sql("sql_operations_service")
+
     # --- Logging v2 ----------------------------------------------------------------------------------
     @cached_property
     def logging(self):

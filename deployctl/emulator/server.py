@@ -135,11 +135,14 @@ def _rest_handler_class(emu: Emulator) -> type[BaseHTTPRequestHandler]:
             else:
                 status, payload = 404, {"error": {"code": 404, "message": f"no route for {method} {path}"}}
             data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client went away; nothing to tell it
+                pass
 
         def do_GET(self) -> None:  # noqa: N802
             self._dispatch("GET")

@@ -1,0 +1,370 @@
+"""Cloud SQL Admin v1 (instances, users, databases), backed by one real PostgreSQL 15 cluster per instance.
+
+An instance gets its own loopback "private IP" with PostgreSQL on 5432 (scram, SSL only) and the connector's
+TLS listener on 3307. Users and databases are read from the live cluster (pg_roles, pg_database), so a role
+dropped by hand with SQL disappears from users.list, as on Cloud SQL. Instance metadata (IP, data directory,
+superuser password) is kept in the Store: a restarted emulator brings the same clusters back on the same IPs.
+Every operation finishes before the call returns, so the Operation is already DONE.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import secrets
+import threading
+import uuid
+
+import grpc
+
+from deployctl import redact
+from deployctl.emulator import certs, connector
+from deployctl.emulator.netaddr import allocate_private_ip
+from deployctl.emulator.postgres import PG_USER, Cluster, cluster_base, quote_ident
+from deployctl.emulator.rpc import Method, RpcError, already_exists, failed_precondition, invalid, service
+
+log = logging.getLogger("deployctl.emulator.sqladmin")
+
+COLLECTION = "sql_instances"
+DEFAULT_VERSION = "POSTGRES_15"
+SERVICE_PREFIX = "google.cloud.sql.v1"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def _not_found(message: str) -> RpcError:
+    return RpcError(grpc.StatusCode.NOT_FOUND, message)
+
+
+class SqlAdminEmulator:
+    def __init__(self, emulator) -> None:
+        self.emulator = emulator
+        self.store = emulator.store
+        self.ca = certs.load_or_make_ca(emulator.state_dir / "ca")
+        self.base = cluster_base(str(emulator.state_dir))
+        self.forwarder: connector.TlsForwarder | None = None
+        self._lock = threading.RLock()  # serialises instance create/delete
+        connector.install_rest_routes(emulator, self.record, self.ca)
+
+    # --- records and clusters ------------------------------------------------------------------------
+    @staticmethod
+    def _key(project: str, name: str) -> str:
+        return f"{project}/{name}"
+
+    def record(self, project: str, name: str) -> dict | None:
+        rec = self.store.get(COLLECTION, self._key(project, name))
+        return rec if rec and rec.get("state") == "RUNNABLE" else None
+
+    def _require(self, project: str, name: str) -> dict:
+        rec = self.record(project, name)
+        if rec is None:
+            raise _not_found(f"The Cloud SQL instance {project}:{name} does not exist.")
+        return rec
+
+    @staticmethod
+    def _cluster(rec: dict) -> Cluster:
+        redact.register(rec["superuser_password"])
+        return Cluster(rec["data_dir"], host=rec["ip"], port=5432, superuser_password=rec["superuser_password"])
+
+    def instance_cluster(self, name: str, project: str | None = None) -> Cluster:
+        """The cluster behind instance `name` (in `project`, or in any project), for in-process helpers."""
+        for rec in self.store.list(COLLECTION):
+            if rec["name"] == name and (project is None or rec["project"] == project):
+                return self._cluster(rec)
+        raise KeyError(f"no Cloud SQL instance named {name!r}")
+
+    def _execute(self, rec: dict, sql: str, **params) -> list:
+        from pg8000.exceptions import InterfaceError
+
+        try:
+            return self._cluster(rec).execute(sql, **params)
+        except (InterfaceError, OSError) as e:  # no server behind the socket
+            raise failed_precondition(
+                f"Invalid request since instance {rec['name']} is not running ({type(e).__name__}).") from e
+
+    def _bring_up(self, rec: dict) -> None:
+        cluster = self._cluster(rec)
+        cluster.init(self.ca)
+        cluster.start()
+        cluster.wait_ready()
+        self._forwarder().add(rec["ip"], cluster.socket_dir / f".s.PGSQL.{cluster.port}",
+                              f"{rec['project']}:{rec['name']}")
+
+    def _forwarder(self) -> connector.TlsForwarder:
+        if self.forwarder is None:
+            self.forwarder = connector.TlsForwarder(self.ca, self.emulator.state_dir / "sqladmin")
+        return self.forwarder
+
+    # --- component interface -------------------------------------------------------------------------
+    def start(self) -> None:
+        for rec in self.store.list(COLLECTION):
+            if rec.get("state") != "RUNNABLE":
+                continue  # a create that never finished: nothing to restart
+            try:
+                self._bring_up(rec)
+            except Exception:
+                log.exception("sqladmin: could not restart instance %s", rec["name"])
+
+    def stop(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.stop()
+            self.forwarder = None
+        for rec in self.store.list(COLLECTION):
+            self._cluster(rec).stop()
+
+    def handlers(self) -> list[grpc.GenericRpcHandler]:
+        from google.cloud.sqladmin_v1 import types as t
+
+        return [
+            service(f"{SERVICE_PREFIX}.SqlInstancesService", {
+                "Get": Method(self.get_instance, t.SqlInstancesGetRequest, t.DatabaseInstance),
+                "List": Method(self.list_instances, t.SqlInstancesListRequest, t.InstancesListResponse),
+                "Insert": Method(self.insert_instance, t.SqlInstancesInsertRequest, t.Operation),
+                "Delete": Method(self.delete_instance, t.SqlInstancesDeleteRequest, t.Operation),
+            }),
+            service(f"{SERVICE_PREFIX}.SqlUsersService", {
+                "List": Method(self.list_users, t.SqlUsersListRequest, t.UsersListResponse),
+                "Get": Method(self.get_user, t.SqlUsersGetRequest, t.User),
+                "Insert": Method(self.insert_user, t.SqlUsersInsertRequest, t.Operation),
+                "Update": Method(self.update_user, t.SqlUsersUpdateRequest, t.Operation),
+                "Delete": Method(self.delete_user, t.SqlUsersDeleteRequest, t.Operation),
+            }),
+            service(f"{SERVICE_PREFIX}.SqlDatabasesService", {
+                "List": Method(self.list_databases, t.SqlDatabasesListRequest, t.DatabasesListResponse),
+                "Get": Method(self.get_database, t.SqlDatabasesGetRequest, t.Database),
+                "Insert": Method(self.insert_database, t.SqlDatabasesInsertRequest, t.Operation),
+                "Delete": Method(self.delete_database, t.SqlDatabasesDeleteRequest, t.Operation),
+            }),
+        ]
+
+    # --- messages ------------------------------------------------------------------------------------
+    def _operation(self, project: str, instance: str, kind: str):
+        from google.cloud.sqladmin_v1 import types as t
+
+        now = dt.datetime.now(dt.UTC)
+        op_id = str(uuid.uuid4())
+        link = f"https://sqladmin.googleapis.com/v1/projects/{project}"
+        return t.Operation(
+            kind="sql#operation", name=op_id, status=t.Operation.SqlOperationStatus.DONE,
+            operation_type=getattr(t.Operation.SqlOperationType, kind), target_id=instance,
+            target_project=project, target_link=f"{link}/instances/{instance}",
+            self_link=f"{link}/operations/{op_id}", user="emulator@local",
+            insert_time=now, start_time=now, end_time=now)
+
+    def _instance_message(self, rec: dict):
+        from google.cloud.sqladmin_v1 import types as t
+
+        cluster = self._cluster(rec)
+        pid = cluster.postmaster_pid()
+        state = "RUNNABLE" if pid and _alive(pid) else "FAILED"  # killed by hand: report it, as a doctor needs
+        project, name, region = rec["project"], rec["name"], rec["region"]
+        ca_cert = t.SslCert(kind="sql#sslCert", cert=self.ca.cert_pem.decode(), instance=name,
+                            common_name="deployctl local CA")
+        settings = t.Settings(
+            tier=rec.get("tier") or "db-custom-1-3840", activation_policy=t.Settings.SqlActivationPolicy.ALWAYS,
+            ip_configuration=t.IpConfiguration(
+                ipv4_enabled=False, private_network=f"projects/{project}/global/networks/default",
+                ssl_mode=t.IpConfiguration.SslMode.ENCRYPTED_ONLY, require_ssl=True),
+            user_labels=rec.get("labels") or {})
+        return t.DatabaseInstance(
+            kind="sql#instance", name=name, project=project, region=region, gce_zone=f"{region}-a",
+            state=getattr(t.DatabaseInstance.SqlInstanceState, state),
+            database_version=getattr(t.SqlDatabaseVersion, rec["database_version"]),
+            connection_name=f"{project}:{region}:{name}", settings=settings,
+            ip_addresses=[t.IpMapping(type_=t.SqlIpAddressType.PRIVATE, ip_address=rec["ip"])],
+            server_ca_cert=ca_cert, instance_type=t.SqlInstanceType.CLOUD_SQL_INSTANCE,
+            backend_type=t.SqlBackendType.SECOND_GEN, etag=rec.get("etag", ""),
+            self_link=f"https://sqladmin.googleapis.com/v1/projects/{project}/instances/{name}",
+            create_time=dt.datetime.fromisoformat(rec["create_time"]))
+
+    # --- instances -----------------------------------------------------------------------------------
+    def get_instance(self, req):
+        return self._instance_message(self._require(req.project, req.instance))
+
+    def list_instances(self, req):
+        from google.cloud.sqladmin_v1 import types as t
+
+        recs = [r for r in self.store.list(COLLECTION, f"{req.project}/") if r.get("state") == "RUNNABLE"]
+        return t.InstancesListResponse(kind="sql#instancesList",
+                                       items=[self._instance_message(r) for r in recs])
+
+    def insert_instance(self, req):
+        from google.cloud.sqladmin_v1 import types as t
+
+        body, project = req.body, req.project
+        if not project or not body.name:
+            raise invalid("project and body.name are required")
+        version = t.SqlDatabaseVersion(body.database_version).name if body.database_version else DEFAULT_VERSION
+        if not version.startswith("POSTGRES_"):
+            raise invalid(f"the local cloud runs PostgreSQL only, not {version}")
+        key = self._key(project, body.name)
+        with self._lock:
+            if self.store.get(COLLECTION, key) is not None:
+                raise RpcError(grpc.StatusCode.ALREADY_EXISTS,
+                               f"The Cloud SQL instance {project}:{body.name} already exists.")
+            # root_password becomes the postgres user's password, as on Cloud SQL; else a random one.
+            password = body.root_password or secrets.token_urlsafe(24)
+            redact.register(password)
+            suffix = hashlib.sha256(project.encode()).hexdigest()[:6]
+            rec = {"project": project, "name": body.name, "region": body.region or "us-central1",
+                   "database_version": version, "ip": allocate_private_ip(),
+                   "data_dir": str(self.base / f"{body.name}-{suffix}"), "superuser_password": password,
+                   "tier": body.settings.tier if body.settings else "", "labels": dict(body.settings.user_labels),
+                   "create_time": _now(), "etag": uuid.uuid4().hex, "state": "PENDING_CREATE"}
+            self.store.put(COLLECTION, key, rec)
+            try:
+                self._bring_up(rec)
+            except Exception:
+                self._cluster(rec).destroy()
+                self.store.delete(COLLECTION, key)
+                raise
+            rec["state"] = "RUNNABLE"
+            self.store.put(COLLECTION, key, rec)
+        log.info("sqladmin: instance %s:%s running on %s", project, body.name, rec["ip"])
+        return self._operation(project, body.name, "CREATE")
+
+    def delete_instance(self, req):
+        with self._lock:
+            rec = self._require(req.project, req.instance)
+            if self.forwarder is not None:
+                self.forwarder.remove(rec["ip"])
+            self._cluster(rec).destroy()
+            self.store.delete(COLLECTION, self._key(req.project, req.instance))
+        return self._operation(req.project, req.instance, "DELETE")
+
+    # --- users: the live pg_roles ----------------------------------------------------------------------
+    def _user_message(self, rec: dict, name: str):
+        from google.cloud.sqladmin_v1 import types as t
+
+        return t.User(kind="sql#user", name=name, host="", instance=rec["name"], project=rec["project"],
+                      type_=t.User.SqlUserType.BUILT_IN, etag=hashlib.sha1(name.encode()).hexdigest()[:16])
+
+    def _roles(self, rec: dict) -> list[str]:
+        # Cloud SQL hides its own system roles; PostgreSQL's predefined pg_* roles are not users either.
+        rows = self._execute(rec, "SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY rolname")
+        return [r[0] for r in rows]
+
+    def list_users(self, req):
+        from google.cloud.sqladmin_v1 import types as t
+
+        rec = self._require(req.project, req.instance)
+        return t.UsersListResponse(kind="sql#usersList",
+                                   items=[self._user_message(rec, n) for n in self._roles(rec)])
+
+    def get_user(self, req):
+        rec = self._require(req.project, req.instance)
+        if req.name.startswith("pg_") or not self._execute(rec, "SELECT 1 FROM pg_roles WHERE rolname = :n",
+                                                           n=req.name):
+            raise _not_found(f"The user {req.name} does not exist in instance {req.instance}.")
+        return self._user_message(rec, req.name)
+
+    def insert_user(self, req):
+        rec = self._require(req.project, req.instance)
+        name, password = req.body.name, req.body.password
+        if not name:
+            raise invalid("body.name is required")
+        redact.register(password or None)
+        if self._execute(rec, "SELECT 1 FROM pg_roles WHERE rolname = :n", n=name):
+            raise already_exists(f"user {name} in instance {req.instance}")
+        self._cluster(rec).create_role(name, password or None)
+        return self._operation(req.project, req.instance, "CREATE_USER")
+
+    def update_user(self, req):
+        rec = self._require(req.project, req.instance)
+        name = req.name or req.body.name
+        if name.startswith("pg_") or not self._execute(rec, "SELECT 1 FROM pg_roles WHERE rolname = :n",
+                                                       n=name):
+            raise _not_found(f"The user {name} does not exist in instance {req.instance}.")
+        if req.body.password:
+            redact.register(req.body.password)
+            self._cluster(rec).set_password(name, req.body.password)
+            if name == PG_USER:  # the emulator administers the cluster as postgres: keep up
+                rec["superuser_password"] = req.body.password
+                self.store.put(COLLECTION, self._key(req.project, req.instance), rec)
+        return self._operation(req.project, req.instance, "UPDATE_USER")
+
+    def delete_user(self, req):
+        rec = self._require(req.project, req.instance)
+        if req.name == PG_USER:
+            raise invalid("the postgres user cannot be deleted")
+        if not self._execute(rec, "SELECT 1 FROM pg_roles WHERE rolname = :n", n=req.name):
+            raise _not_found(f"The user {req.name} does not exist in instance {req.instance}.")
+        try:
+            self._execute(rec, f"DROP ROLE {quote_ident(req.name)}")
+        except Exception as e:  # dependent objects (2BP01): Cloud SQL refuses too
+            raise failed_precondition(f"user {req.name} cannot be dropped: {getattr(e, 'args', [e])[0]}") from e
+        return self._operation(req.project, req.instance, "DELETE_USER")
+
+    # --- databases: the live pg_database ---------------------------------------------------------------
+    def _database_message(self, rec: dict, name: str):
+        from google.cloud.sqladmin_v1 import types as t
+
+        return t.Database(kind="sql#database", name=name, instance=rec["name"], project=rec["project"],
+                          charset="UTF8", collation="C.UTF-8",
+                          self_link=(f"https://sqladmin.googleapis.com/v1/projects/{rec['project']}"
+                                     f"/instances/{rec['name']}/databases/{name}"))
+
+    def _databases(self, rec: dict) -> list[str]:
+        rows = self._execute(rec, "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY datname")
+        return [r[0] for r in rows]
+
+    def list_databases(self, req):
+        from google.cloud.sqladmin_v1 import types as t
+
+        rec = self._require(req.project, req.instance)
+        return t.DatabasesListResponse(kind="sql#databasesList",
+                                       items=[self._database_message(rec, n) for n in self._databases(rec)])
+
+    def get_database(self, req):
+        rec = self._require(req.project, req.instance)
+        if req.database not in self._databases(rec):
+            raise _not_found(f"The database {req.database} does not exist in instance {req.instance}.")
+        return self._database_message(rec, req.database)
+
+    def insert_database(self, req):
+        rec = self._require(req.project, req.instance)
+        name = req.body.name
+        if not name:
+            raise invalid("body.name is required")
+        if name in self._databases(rec):
+            raise already_exists(f"database {name} in instance {req.instance}")
+        self._cluster(rec).create_database(name)
+        return self._operation(req.project, req.instance, "CREATE_DATABASE")
+
+    def delete_database(self, req):
+        rec = self._require(req.project, req.instance)
+        if req.database not in self._databases(rec):
+            raise _not_found(f"The database {req.database} does not exist in instance {req.instance}.")
+        self._cluster(rec).drop_database(req.database)
+        return self._operation(req.project, req.instance, "DELETE_DATABASE")
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def create(emulator) -> SqlAdminEmulator:
+    return SqlAdminEmulator(emulator)
+
+
+def purge(state_dir) -> None:
+    """Destroy the clusters of the emulator whose state is in `state_dir` (they live outside it)."""
+    import shutil
+    from pathlib import Path
+
+    from deployctl.emulator.state import Store
+
+    for rec in Store(Path(state_dir) / "state").list(COLLECTION):
+        SqlAdminEmulator._cluster(rec).destroy()
+    shutil.rmtree(cluster_base(str(state_dir)), ignore_errors=True)
