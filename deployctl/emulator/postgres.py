@@ -23,6 +23,9 @@ from pathlib import Path
 from deployctl.emulator import certs
 
 PG_USER = "postgres"
+# As on Cloud SQL: users made through the Admin API are members of this role, and databases made through it
+# are owned by it, so (on PostgreSQL 15, where public belongs to pg_database_owner) they may create in public.
+CLOUDSQL_SUPERUSER = "cloudsqlsuperuser"
 
 
 def bin_dir() -> Path:
@@ -202,9 +205,15 @@ class Cluster:
     def database_exists(self, name: str) -> bool:
         return bool(self.execute("SELECT 1 FROM pg_database WHERE datname = :n", n=name))
 
-    def create_role(self, name: str, password: str | None, *, login: bool = True) -> None:
+    def create_role(self, name: str, password: str | None, *, login: bool = True,
+                    in_role: str | None = None) -> None:
         pw = f" PASSWORD {quote_literal(scram_verifier(password))}" if password is not None else ""
-        self.execute(f"CREATE ROLE {quote_ident(name)} {'LOGIN' if login else 'NOLOGIN'}{pw}")
+        member = f" IN ROLE {quote_ident(in_role)}" if in_role else ""
+        self.execute(f"CREATE ROLE {quote_ident(name)} {'LOGIN' if login else 'NOLOGIN'}{pw}{member}")
+
+    def ensure_cloudsql_roles(self) -> None:
+        self.execute(f"DO $$ BEGIN CREATE ROLE {CLOUDSQL_SUPERUSER} NOLOGIN CREATEDB CREATEROLE; "
+                     "EXCEPTION WHEN duplicate_object THEN NULL; END $$")
 
     def set_password(self, name: str, password: str) -> None:
         self.execute(f"ALTER ROLE {quote_ident(name)} PASSWORD {quote_literal(scram_verifier(password))}")

@@ -21,7 +21,7 @@ import grpc
 from deployctl import redact
 from deployctl.emulator import certs, connector
 from deployctl.emulator.netaddr import allocate_private_ip
-from deployctl.emulator.postgres import PG_USER, Cluster, cluster_base, quote_ident
+from deployctl.emulator.postgres import CLOUDSQL_SUPERUSER, PG_USER, Cluster, cluster_base, quote_ident
 from deployctl.emulator.rpc import Method, RpcError, already_exists, failed_precondition, invalid, service
 
 log = logging.getLogger("deployctl.emulator.sqladmin")
@@ -90,6 +90,7 @@ class SqlAdminEmulator:
         cluster.init(self.ca)
         cluster.start()
         cluster.wait_ready()
+        cluster.ensure_cloudsql_roles()
         self._forwarder().add(rec["ip"], cluster.socket_dir / f".s.PGSQL.{cluster.port}",
                               f"{rec['project']}:{rec['name']}")
 
@@ -269,7 +270,7 @@ class SqlAdminEmulator:
         redact.register(password or None)
         if self._execute(rec, "SELECT 1 FROM pg_roles WHERE rolname = :n", n=name):
             raise already_exists(f"user {name} in instance {req.instance}")
-        self._cluster(rec).create_role(name, password or None)
+        self._cluster(rec).create_role(name, password or None, in_role=CLOUDSQL_SUPERUSER)
         return self._operation(req.project, req.instance, "CREATE_USER")
 
     def update_user(self, req):
@@ -331,7 +332,7 @@ class SqlAdminEmulator:
             raise invalid("body.name is required")
         if name in self._databases(rec):
             raise already_exists(f"database {name} in instance {req.instance}")
-        self._cluster(rec).create_database(name)
+        self._cluster(rec).create_database(name, owner=CLOUDSQL_SUPERUSER)
         return self._operation(req.project, req.instance, "CREATE_DATABASE")
 
     def delete_database(self, req):
