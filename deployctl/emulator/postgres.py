@@ -62,6 +62,9 @@ def scram_verifier(password: str, iterations: int = 4096) -> str:
     """A SCRAM-SHA-256 verifier computed here, so the plaintext never reaches the server or its log."""
     import scramp
 
+    from deployctl.runtime import install_saslprep_fallback
+
+    install_saslprep_fallback()  # the same SASLprep fallback the clients use (emoji, control characters)
     salt, stored_key, server_key, iters = scramp.ScramMechanism("SCRAM-SHA-256").make_auth_info(
         password, iteration_count=iterations)
     b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731

@@ -1,0 +1,1 @@
+"""PostgreSQL helpers: connect with timeouts, SQLSTATE classification, role/database checks."""

@@ -1,0 +1,272 @@
+"""Connection strings: build, parse, lint, mask (DESIGN §6).
+
+The storage form (`Dsn.url`, what goes into Secret Manager as DATABASE_URL) is `postgresql+<driver>://` with
+user and password percent-encoded by `quote(x, safe="")` and libpq's words (`sslmode`, `connect_timeout`) in
+the query for every driver, so the value itself says it needs SSL. `deployctl.runtime.engine_args` turns it
+into what each driver accepts; `Dsn.engine_url` + `Dsn.connect_args` are that translation, ready for
+`create_engine` (but prefer `runtime.build_engine(dsn.url)`: with bare connect_args pg8000's `timeout` keeps
+bounding every read for the connection's life, DESIGN §6). Stdlib only at import time; SQLAlchemy lazily.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote
+
+from deployctl import redact, runtime
+from deployctl.errors import UsageError
+
+DRIVERS = ("pg8000", "psycopg", "asyncpg")
+SCHEMES = ("postgresql", "postgresql+pg8000", "postgresql+psycopg", "postgresql+psycopg2", "postgresql+asyncpg")
+IP_TYPES = ("private", "public", "psc")
+FIX = "deployctl dsn SERVICE --write-secret"
+
+
+class DsnError(UsageError):
+    code = "dsn"
+
+
+@dataclass(frozen=True, repr=False)
+class Dsn:
+    url: str                    # storage form, for other programs (contains the password)
+    driver: str
+    masked: str                 # the same with the password replaced by ***
+    engine_url: object          # sqlalchemy URL with the driver's own words
+    connect_args: dict          # per driver: pg8000 ssl_context/timeout, asyncpg ssl/timeout; psycopg: {}
+    connector: dict | None = None  # connector mode: what runtime.connector_creator needs
+
+    def __repr__(self) -> str:
+        return f"Dsn({self.masked!r})"
+
+    __str__ = __repr__
+
+
+def build(*, driver: str, user: str, password: str | None, database: str, host: str | None = None,
+          port: int = 5432, sslmode: str = "require", connect_timeout: float = 10,
+          instance_connection_name: str | None = None, ip_type: str = "private", iam_auth: bool = False,
+          sslrootcert: str | None = None) -> Dsn:
+    """A DSN for `driver`. With instance_connection_name it describes a Cloud SQL connector connection
+    (no host; TLS by the connector); otherwise a direct connection to host:port with `sslmode`."""
+    if driver not in DRIVERS:
+        raise DsnError(f"unknown driver {driver!r}", hint=f"use one of: {', '.join(DRIVERS)}")
+    if not user or not database:
+        raise DsnError("a DSN needs a user and a database name", hint="set database.user and database.name")
+    redact.register(password)
+    query: dict[str, str] = {}
+    if instance_connection_name:
+        if driver != "pg8000":
+            raise DsnError("the Cloud SQL connector path is built for pg8000 only",
+                           hint="use --driver pg8000, or a direct private-IP DSN for this driver")
+        if ip_type not in IP_TYPES:
+            raise DsnError(f"ip_type must be one of {', '.join(IP_TYPES)}", hint="use ip_type='private'")
+        query = {"instance_connection_name": instance_connection_name, "ip_type": ip_type}
+        if iam_auth:
+            query["iam_auth"] = "true"
+        host = None
+    else:
+        if not host:
+            raise DsnError("a direct DSN needs a host (the instance's private IP)",
+                           hint="set [instances.NAME].private_ip, or use the connector (connection_name)")
+        if sslmode not in runtime.SSLMODES:
+            raise DsnError(f"sslmode must be one of {', '.join(runtime.SSLMODES)}",
+                           hint="Cloud SQL private IP needs sslmode=require (or verify-ca with the server CA)")
+        query["sslmode"] = sslmode
+        if sslrootcert:
+            query["sslrootcert"] = sslrootcert
+    query["connect_timeout"] = str(int(connect_timeout))
+    url = runtime.compose_url(driver=driver, user=user, password=None if iam_auth else password,
+                              database=database, host=host, port=port, query=query)
+    engine_url, connect_args = runtime.engine_args(url)
+    return Dsn(url=url, driver=driver, masked=mask(url), engine_url=engine_url, connect_args=connect_args,
+               connector=runtime.connector_spec(url))
+
+
+@dataclass(frozen=True, repr=False)
+class ParsedDsn:
+    driver: str
+    user: str | None
+    password: str | None
+    host: str | None
+    port: int | None
+    database: str | None
+    query: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        pw = None if self.password is None else redact.MASK
+        return (f"ParsedDsn(driver={self.driver!r}, user={self.user!r}, password={pw!r}, host={self.host!r}, "
+                f"port={self.port!r}, database={self.database!r}, query={self.query!r})")
+
+
+def parse(url: str) -> ParsedDsn:
+    """Parse a DSN the way SQLAlchemy will. Errors never contain the password (nor any part of the URL
+    after the scheme, since a mis-encoded password can end up anywhere)."""
+    from sqlalchemy.engine import make_url
+
+    password = _raw_password(url)
+    if password:
+        redact.register(unquote(password))
+        redact.register(password)
+    try:
+        u = make_url(url)
+    except Exception:
+        # the original message may quote the port slot, which a raw '@' or ':' can fill with password text
+        raise DsnError("the connection string cannot be parsed (details withheld: they may contain the password)",
+                       hint=f"run lint on it, or rebuild it: {FIX}") from None
+    redact.register(u.password)
+    query = {k: (v[-1] if isinstance(v, (list, tuple)) else v) for k, v in u.query.items()}
+    return ParsedDsn(driver=runtime.driver_of(u.drivername), user=u.username, password=u.password,
+                     host=u.host, port=u.port, database=u.database, query=query)
+
+
+_USERINFO_RE = re.compile(r"^(?P<scheme>[^:/]*)://(?P<rest>.*)$", re.S)
+
+
+def _raw_password(url: str) -> str | None:
+    m = _USERINFO_RE.match(url)
+    if not m or "@" not in m["rest"]:
+        return None
+    userinfo = m["rest"][: m["rest"].rfind("@")]
+    return userinfo.partition(":")[2] or None
+
+
+def mask(url: str) -> str:
+    """The URL with its password replaced by *** (however it is encoded)."""
+    m = _USERINFO_RE.match(url)
+    if not m or "@" not in m["rest"]:
+        return redact.redact(url)
+    rest = m["rest"]
+    at = rest.rfind("@")
+    user, sep, _ = rest[:at].partition(":")
+    return f"{m['scheme']}://{user}{':' + redact.MASK if sep else ''}{rest[at:]}"
+
+
+# --- lint -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    severity: str  # "error" | "warning"
+    message: str
+    hint: str
+
+
+def _is_private(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_private
+    except ValueError:
+        return False
+
+
+_RESERVED = "@:/?#[] "
+
+
+def lint(url: str, *, private_ip: str | None = None, driver_hint: str | None = None,
+         via_runtime: bool = False) -> list[Finding]:
+    """Everything wrong or risky in a stored connection string, each with why and the fix.
+
+    `via_runtime=True` says the consumer builds its engine with deployctl.runtime (which translates sslmode
+    for pg8000/asyncpg), so sslmode in such a URL is then correct rather than a TypeError waiting to happen.
+    """
+    out: list[Finding] = []
+
+    def add(code, severity, message, hint=f"rebuild and store it: {FIX}"):
+        out.append(Finding(code, severity, message, hint))
+
+    if url.endswith(("\n", "\r")):
+        add("trailing-newline", "error",
+            "the value ends with a newline (typical of `gcloud secrets versions add --data-file` with echo or a "
+            "file): it becomes part of the database name or the last query parameter; deployctl.runtime warns "
+            "and ignores it, every other program fails",
+            f"store it without the newline (printf '%s' ...), or: {FIX}")
+    value = url.rstrip("\r\n")
+    m = _USERINFO_RE.match(value)
+    if not m:
+        add("bad-scheme", "error", "not a URL: no '<scheme>://' at the start",
+            "use postgresql+pg8000://USER:PASSWORD@HOST:5432/DB?sslmode=require")
+        return out
+    scheme, rest = m["scheme"], m["rest"]
+    if scheme not in SCHEMES:
+        why = ("SQLAlchemy 1.4+ refuses 'postgres://'" if scheme == "postgres"
+               else f"'{scheme}' is not a PostgreSQL SQLAlchemy scheme")
+        add("bad-scheme", "error", f"{why}; expected postgresql+pg8000, +psycopg or +asyncpg",
+            f"use postgresql+{driver_hint or 'pg8000'}://, or: {FIX}")
+    driver = runtime.driver_of(scheme) if scheme.startswith("postgresql") else None
+    if driver_hint and driver and driver != driver_hint:
+        add("driver-mismatch", "warning", f"the URL selects driver {driver} but the service uses {driver_hint}",
+            f"rebuild for the service's driver: deployctl dsn SERVICE --driver {driver_hint} --write-secret")
+
+    userinfo, hostpart = (rest[: rest.rfind("@")], rest[rest.rfind("@") + 1:]) if "@" in rest else (None, rest)
+    password = None
+    if userinfo is not None:
+        user, sep, password = userinfo.partition(":")
+        bad = sorted({c for c in user if c in _RESERVED} | {c for c in password if c in _RESERVED})
+        if bad:
+            shown = " ".join("space" if c == " " else repr(c) for c in bad)
+            add("unencoded-reserved", "error",
+                f"the user or password contains reserved characters written raw ({shown}): '@' moves the host, "
+                "'/', '?' and '#' end the authority, ':' splits user from password; parsers disagree and the "
+                "login fails or goes to the wrong host. They must be percent-encoded with quote(x, safe='')")
+        if "+" in password:
+            add("quote-plus-space", "warning",
+                "the password contains a literal '+': SQLAlchemy decodes the userinfo with unquote, so '+' stays "
+                "'+'. If the string was made with quote_plus, that '+' was a space and the login fails (28P01)",
+                f"encode with quote(pw, safe='') (space -> %20, '+' -> %2B): {FIX}")
+        if not sep:
+            add("no-password", "warning", "no password in the URL: scram-sha-256 logins fail unless the "
+                "connection uses IAM database authentication through the connector",
+                f"include the password from Secret Manager: {FIX}")
+    else:
+        add("no-password", "warning", "no user or password in the URL", f"include them: {FIX}")
+
+    hostport = re.split(r"[/?]", hostpart, maxsplit=1)[0]
+    query_text = hostpart.partition("?")[2]
+    if hostport.startswith("["):
+        host = hostport[1:hostport.find("]")]
+    else:
+        host = hostport.partition(":")[0]
+    query = dict(parse_qsl(query_text, keep_blank_values=True))
+
+    # A consumer that builds its engine through deployctl.runtime never meets ConfigParser; a doubled '%'
+    # is still wrong everywhere but alembic.ini.
+    if "%" in value and (not via_runtime or "%%" in value):
+        doubled = "%%" in value
+        add("alembic-percent", "warning",
+            ("the value contains '%%', as prepared for alembic.ini/ConfigParser: anywhere else it decodes to "
+             "a different password" if doubled else
+             "the value contains '%' (percent-encoding): in alembic.ini or Config.set_main_option ConfigParser "
+             "interpolation rejects it or changes it unless every '%' is doubled"),
+            "do not put the URL in alembic.ini; env.py should call deployctl.runtime.get_engine()")
+
+    sslmode = query.get("sslmode") or (query.get("ssl") if driver == "asyncpg" else None)
+    connector = "instance_connection_name" in query
+    if sslmode is not None and sslmode.strip() not in runtime.SSLMODES + ("true", "false"):
+        add("sslmode-invalid", "error", f"sslmode has an unknown value ({len(sslmode)} characters)",
+            f"use require, verify-ca or verify-full: {FIX}")
+    if sslmode in ("disable", "false"):
+        add("sslmode-disabled", "error" if (host and _is_private(host)) else "warning",
+            "sslmode=disable: Cloud SQL private IP accepts TCP only over SSL, so the login fails with 28000 "
+            "'no pg_hba.conf entry ... no encryption'",
+            f"use sslmode=require (or verify-ca): {FIX}")
+    elif sslmode is None and not connector and host and _is_private(host):
+        add("sslmode-missing", "warning",
+            "no sslmode for a private IP: the driver tries SSL opportunistically ('prefer') and silently falls "
+            "back to plaintext, unverified; Cloud SQL private IP requires SSL, so say so",
+            f"add sslmode=require (or verify-ca): {FIX}")
+    if driver in ("pg8000", "asyncpg") and not via_runtime:
+        words = [k for k in ("sslmode", "connect_timeout", "sslrootcert") if k in query]
+        if words:
+            add(f"sslmode-for-{driver}", "warning",
+                f"{', '.join(words)} in a postgresql+{driver} URL: these are libpq words; plain "
+                f"create_engine(url) passes them to {driver} as keywords and it raises TypeError",
+                "fine if the consumer builds its engine with deployctl.runtime.get_engine()/engine_args(), "
+                "which translates them (pg8000: ssl_context/timeout; asyncpg: ssl/timeout); otherwise pass "
+                "connect_args instead")
+    if private_ip and host and not connector and host != private_ip:
+        add("host-mismatch", "error",
+            f"the host is {host} but the instance's private IP is {private_ip}: the connection times out, "
+            "reaches another instance, or (public IP) needs authorised networks",
+            f"rebuild from the instance's private IP: {FIX}")
+    return out

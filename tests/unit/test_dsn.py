@@ -1,0 +1,176 @@
+"""dsn.build / parse / lint / mask without a database."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.engine import make_url
+
+from deployctl import dsn, redact, runtime
+from deployctl.errors import ConfigError
+
+HOST = "10.20.0.3"
+surrogate_free = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+padded = st.tuples(st.sampled_from(["", " ", "  "]), surrogate_free, st.sampled_from(["", " ", "\t"])).map("".join)
+ASCII_PUNCT = "".join(chr(c) for c in range(33, 127) if not chr(c).isalnum())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(password=padded | st.text(st.sampled_from(ASCII_PUNCT + " +%"), max_size=30),
+       user=st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12),
+       driver=st.sampled_from(dsn.DRIVERS))
+def test_any_password_survives_build_then_make_url(password, user, driver):
+    d = dsn.build(driver=driver, user=user, password=password, database="db", host=HOST)
+    u = make_url(d.url)
+    assert u.password == password
+    assert u.username == user
+    assert u.host == HOST and u.database == "db"
+    assert d.engine_url.password == password
+    p = dsn.parse(d.url)
+    assert (p.password, p.user, p.driver, p.host, p.port) == (password, user, driver, HOST, 5432)
+
+
+def test_url_uses_quote_not_quote_plus():
+    d = dsn.build(driver="pg8000", user="u", password="a b+c%d", database="db", host=HOST)
+    assert "a%20b%2Bc%25d@" in d.url
+    assert "+" not in d.url.split("@")[0].split("//")[1]
+
+
+def test_per_driver_connect_args():
+    pg = dsn.build(driver="pg8000", user="u", password="pw12", database="db", host=HOST, connect_timeout=7)
+    assert runtime.is_unverified(pg.connect_args["ssl_context"]) and pg.connect_args["timeout"] == 7.0
+    assert pg.connect_args["ssl_context"].verify_mode == ssl.CERT_NONE
+    assert "sslmode" not in pg.engine_url.query and pg.url.endswith("?sslmode=require&connect_timeout=7")
+    apg = dsn.build(driver="asyncpg", user="u", password="pw12", database="db", host=HOST)
+    assert apg.connect_args == {"ssl": "require", "timeout": 10.0}
+    ps = dsn.build(driver="psycopg", user="u", password="pw12", database="db", host=HOST)
+    assert ps.connect_args == {}
+    assert dict(ps.engine_url.query) == {"sslmode": "require", "connect_timeout": "10"}
+    full = dsn.build(driver="pg8000", user="u", password="pw12", database="db", host=HOST, sslmode="verify-full")
+    assert isinstance(full.connect_args["ssl_context"], ssl.SSLContext)
+    assert full.connect_args["ssl_context"].check_hostname
+    ca = dsn.build(driver="pg8000", user="u", password="pw12", database="db", host=HOST, sslmode="verify-ca")
+    ctx = ca.connect_args["ssl_context"]
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and not ctx.check_hostname
+    off = dsn.build(driver="pg8000", user="u", password="pw12", database="db", host=HOST, sslmode="disable")
+    assert off.connect_args["ssl_context"] is False
+
+
+def test_connector_mode_description():
+    d = dsn.build(driver="pg8000", user="svc", password="s3cret!", database="db",
+                  instance_connection_name="p:r:i")
+    assert d.connector["instance_connection_name"] == "p:r:i"
+    assert d.connector["ip_type"] == "private" and d.connector["password"] == "s3cret!"
+    assert make_url(d.url).host is None
+    with pytest.raises(dsn.DsnError):
+        dsn.build(driver="asyncpg", user="u", password="pw12", database="db", instance_connection_name="p:r:i")
+
+
+def test_masked_and_repr_hide_password():
+    d = dsn.build(driver="pg8000", user="u", password="hunter2 two", database="db", host=HOST)
+    assert "hunter2" not in d.masked and "***" in d.masked
+    assert "hunter2" not in repr(d) and "hunter2" not in repr(dsn.parse(d.url))
+    assert redact.redact(d.url).count("hunter2") == 0  # registered on build
+    assert dsn.mask("postgresql+pg8000://u:p%40ss@h/db") == "postgresql+pg8000://u:***@h/db"
+
+
+def test_parse_error_does_not_echo_password():
+    with pytest.raises(dsn.DsnError) as err:
+        dsn.parse("postgresql+pg8000://u:p@ss:Topsecret@h/db")  # raw "@" puts password text in the port
+    assert "Topsecret" not in str(err.value) and err.value.hint
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+def codes(url, **kw):
+    return {f.code: f.severity for f in dsn.lint(url, **kw)}
+
+
+GOOD = "postgresql+pg8000://u:p%40ss@10.20.0.3:5432/db?sslmode=require"
+
+
+def test_lint_clean_for_built_dsn_via_runtime():
+    d = dsn.build(driver="pg8000", user="u", password="plain", database="db", host=HOST)
+    assert dsn.lint(d.url, private_ip=HOST, via_runtime=True) == []
+    d = dsn.build(driver="psycopg", user="u", password="plain", database="db", host=HOST)
+    assert dsn.lint(d.url, private_ip=HOST) == []
+
+
+@pytest.mark.parametrize("url,code,severity", [
+    ("postgresql+pg8000://u:p@ss@10.20.0.3/db?sslmode=require", "unencoded-reserved", "error"),
+    ("postgresql+pg8000://u:p/ss@10.20.0.3/db?sslmode=require", "unencoded-reserved", "error"),
+    ("postgresql+pg8000://u:p ss@10.20.0.3/db?sslmode=require", "unencoded-reserved", "error"),
+    ("postgresql+pg8000://u:p#s@10.20.0.3/db?sslmode=require", "unencoded-reserved", "error"),
+    ("postgresql+psycopg://u:a+b@10.20.0.3/db?sslmode=require", "quote-plus-space", "warning"),
+    ("postgresql+psycopg://u:pw@10.20.0.3/db", "sslmode-missing", "warning"),
+    ("postgresql+psycopg://u:pw@10.20.0.3/db?sslmode=disable", "sslmode-disabled", "error"),
+    ("postgresql+psycopg://u:pw@db.example.com/db?sslmode=disable", "sslmode-disabled", "warning"),
+    ("postgresql+psycopg://u:pw@10.20.0.3/db?sslmode=requre", "sslmode-invalid", "error"),
+    ("postgresql+pg8000://u:pw@10.20.0.3/db?sslmode=require", "sslmode-for-pg8000", "warning"),
+    ("postgresql+asyncpg://u:pw@10.20.0.3/db?sslmode=require", "sslmode-for-asyncpg", "warning"),
+    ("postgresql+psycopg://u:p%25w@10.20.0.3/db?sslmode=require", "alembic-percent", "warning"),
+    ("postgresql+psycopg://u:pw@10.20.0.3/db?sslmode=require\n", "trailing-newline", "error"),
+    ("postgresql+psycopg://u:pw@10.20.0.3/db?sslmode=require\r\n", "trailing-newline", "error"),
+    ("postgresql+psycopg://u:pw@10.9.9.9/db?sslmode=require", "host-mismatch", "error"),
+    ("postgresql+psycopg://u@10.20.0.3/db?sslmode=require", "no-password", "warning"),
+    ("postgres://u:pw@10.20.0.3/db?sslmode=require", "bad-scheme", "error"),
+    ("mysql+pymysql://u:pw@10.20.0.3/db", "bad-scheme", "error"),
+    ("10.20.0.3:5432/db", "bad-scheme", "error"),
+])
+def test_lint_codes(url, code, severity):
+    found = dsn.lint(url, private_ip=HOST)
+    assert codes(url, private_ip=HOST).get(code) == severity
+    f = next(f for f in found if f.code == code)
+    assert f.message and f.hint
+
+
+def test_lint_never_echoes_password():
+    url = "postgresql+pg8000://u:Sup3r@Secret/x@10.20.0.3/db?sslmode=disable\n"
+    for f in dsn.lint(url, private_ip=HOST):
+        assert "Sup3r" not in f.message + f.hint and "Secret" not in f.message + f.hint
+
+
+def test_lint_pg8000_sslmode_quiet_via_runtime():
+    assert "sslmode-for-pg8000" not in codes(GOOD, via_runtime=True)
+    assert "unencoded-reserved" not in codes(GOOD)
+
+
+def test_lint_driver_hint():
+    assert codes(GOOD, driver_hint="asyncpg").get("driver-mismatch") == "warning"
+
+
+def test_runtime_engine_args_translates_sslmode_for_pg8000():
+    url, args = runtime.engine_args("postgresql+pg8000://u:pw@h/db?sslmode=disable&connect_timeout=3")
+    assert args == {"ssl_context": False, "timeout": 3.0} and dict(url.query) == {}
+    _, args = runtime.engine_args("postgresql+pg8000://u:pw@h/db")
+    assert args["ssl_context"] is None  # no sslmode: libpq's default, prefer (lint warns)
+    with pytest.raises(ValueError) as err:
+        runtime.engine_args("postgresql+pg8000://u:pw@h/db?sslmode=require%0A")
+    assert "trailing newline" in str(err.value)
+
+
+def test_database_url_from_env_pieces_and_newline():
+    env = {"DB_HOST": HOST, "DB_NAME": "db", "DB_USER": "u", "DB_PASSWORD": "p@ss word\n"}
+    with pytest.warns(runtime.TrailingNewlineWarning) as rec:
+        url = runtime.database_url_from_env(env)
+    assert "p@ss" not in str(rec[0].message)
+    u = make_url(url)
+    assert u.password == "p@ss word" and u.query["sslmode"] == "require" and u.drivername == "postgresql+pg8000"
+    with pytest.warns(runtime.TrailingNewlineWarning):
+        assert runtime.database_url_from_env({"DATABASE_URL": GOOD + "\n"}) == GOOD
+    icn = runtime.database_url_from_env({"INSTANCE_CONNECTION_NAME": "p:r:i", "DB_NAME": "db", "DB_USER": "u",
+                                         "DB_PASSWORD": "pw12"})
+    assert runtime.connector_spec(icn)["instance_connection_name"] == "p:r:i"
+    with pytest.raises(RuntimeError, match="DATABASE_URL") as err:
+        runtime.database_url_from_env({})
+    assert isinstance(err.value, ConfigError) and err.value.hint
+
+
+def test_saslprep_fallback_matches_postgres():
+    runtime.install_saslprep_fallback()
+    import scramp.core
+
+    assert scramp.core.saslprep("cafe\u0301") == "caf\u00e9"  # NFKC as before
+    assert scramp.core.saslprep("pw\U0001F600") == "pw\U0001F600"  # unassigned in Unicode 3.2: raw, like PG
