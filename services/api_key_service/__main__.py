@@ -1,0 +1,4 @@
+from services.api_key_service.app import create_app
+from services.common import run
+
+run(create_app)

@@ -1,0 +1,1 @@
+"""cross-chain-integration: records signed cross-chain transfers (PostgreSQL, migrations/cross_chain_integration)."""

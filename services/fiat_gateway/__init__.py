@@ -1,0 +1,1 @@
+"""fiat-gateway: records fiat deposits (PostgreSQL, migrations/fiat_gateway)."""
