@@ -9,9 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from deployctl import config as config_mod
 from deployctl.errors import ConfirmationRequired
+
+if TYPE_CHECKING:
+    from deployctl.config import Config
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,10 @@ class Context:
         self._lock = threading.Lock()
 
     @cached_property
-    def config(self) -> config_mod.Config:
-        return config_mod.load(Path(self.config_dir), self.env)
+    def config(self) -> Config:
+        from deployctl.config import load  # pydantic: only when a command needs the config
+
+        return load(Path(self.config_dir), self.env)
 
     @property
     def project_root(self) -> Path:

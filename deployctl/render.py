@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -21,7 +22,9 @@ from rich.tree import Tree as RichTree
 from deployctl import redact, views
 from deployctl.context import Event
 from deployctl.errors import DeployctlError
-from deployctl.results import Result
+
+if TYPE_CHECKING:
+    from deployctl.results import Result
 
 STYLES = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim", "info": "", "dim": "dim",
           "bold": "bold", "": ""}

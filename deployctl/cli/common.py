@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import logging
 import os
 import sys
@@ -11,6 +12,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -18,7 +20,9 @@ from deployctl import redact
 from deployctl.context import Context
 from deployctl.errors import DeployctlError, ExitCode
 from deployctl.render import Renderer
-from deployctl.results import Result
+
+if TYPE_CHECKING:
+    from deployctl.results import Result
 
 
 @dataclass
@@ -64,16 +68,28 @@ def _configure_logging(renderer: Renderer, verbose: int) -> None:
         logger.setLevel(logging.WARNING)
 
 
-def execute(ctx: typer.Context, fn: Callable[..., Result], *args, schema: str = "error", **kwargs) -> None:
+Command = Callable[..., "Result"] | str
+
+
+def resolve(fn: Command) -> Callable[..., Result]:
+    """A command given as "module:function" under deployctl.commands is imported only when it runs, so that
+    `deployctl --help` loads neither pydantic models nor anything a command needs."""
+    if callable(fn):
+        return fn
+    module, _, name = fn.partition(":")
+    return getattr(importlib.import_module(f"deployctl.commands.{module}"), name)
+
+
+def execute(ctx: typer.Context, fn: Command, *args, schema: str = "error", **kwargs) -> None:
     """Run a command function, render its result, and exit with its code. The one place errors are caught."""
     st = state(ctx)
     code = run(st, fn, *args, schema=schema, **kwargs)
     raise typer.Exit(int(code))
 
 
-def run(st: State, fn: Callable[..., Result], *args, schema: str = "error", **kwargs) -> ExitCode:
+def run(st: State, fn: Command, *args, schema: str = "error", **kwargs) -> ExitCode:
     try:
-        result = fn(st.context, *args, **kwargs)
+        result = resolve(fn)(st.context, *args, **kwargs)
         st.renderer.result(result)
         return result.exit_code()
     except DeployctlError as e:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from deployctl.cli.common import execute
-from deployctl.commands import config as cmd
 
 app = typer.Typer(help="Check and show the environment's configuration.", no_args_is_help=True)
 
@@ -13,10 +12,10 @@ app = typer.Typer(help="Check and show the environment's configuration.", no_arg
 @app.command("validate")
 def validate(ctx: typer.Context) -> None:
     """Load configs/<env>.toml and report every problem with its field."""
-    execute(ctx, cmd.validate, schema="config/validate")
+    execute(ctx, "config:validate", schema="config/validate")
 
 
 @app.command("show")
 def show(ctx: typer.Context) -> None:
     """Print the resolved configuration (secrets are references, never values)."""
-    execute(ctx, cmd.show, schema="config/show")
+    execute(ctx, "config:show", schema="config/show")

@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from deployctl.cli.common import execute, state
-from deployctl.commands import local as cmd
 
 app = typer.Typer(help="The local cloud: emulator + real PostgreSQL on this machine.", no_args_is_help=True)
 emulator_app = typer.Typer(help="The local cloud's server, for CI and for other tools.", no_args_is_help=True)
@@ -16,20 +15,20 @@ emulator_app = typer.Typer(help="The local cloud's server, for CI and for other 
 @app.command("up")
 def up(ctx: typer.Context) -> None:
     """Start the local cloud and provision what configs/local.toml declares (idempotent)."""
-    execute(ctx, cmd.up, schema="local/up")
+    execute(ctx, "local:up", schema="local/up")
 
 
 @app.command("down")
 def down(ctx: typer.Context,
          purge: bool = typer.Option(False, "--purge", help="Also delete its state and databases.")) -> None:
     """Stop the local cloud and every process it started."""
-    execute(ctx, cmd.down, purge, schema="local/down")
+    execute(ctx, "local:down", purge, schema="local/down")
 
 
 @app.command("ps")
 def ps(ctx: typer.Context) -> None:
     """What the local cloud runs: instances, services, revisions."""
-    execute(ctx, cmd.ps, schema="local/ps")
+    execute(ctx, "local:ps", schema="local/ps")
 
 
 @emulator_app.command("serve")

@@ -6,12 +6,12 @@ import os
 import sys
 from pathlib import Path
 
-import click
 import typer
 
 from deployctl import __version__
 from deployctl.cli import common
 from deployctl.cli import config as config_cli
+from deployctl.cli import endpoints as endpoints_cli
 from deployctl.cli import local as local_cli
 from deployctl.cli import secrets as secrets_cli
 from deployctl.errors import ExitCode
@@ -28,6 +28,7 @@ app.add_typer(config_cli.app, name="config")
 app.add_typer(local_cli.app, name="local")
 app.add_typer(local_cli.emulator_app, name="emulator")
 app.add_typer(secrets_cli.app, name="secrets")
+app.add_typer(endpoints_cli.app, name="endpoints")
 app.command("dsn")(secrets_cli.dsn)
 
 
@@ -58,16 +59,11 @@ def root(
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The console script. Click's standalone mode maps usage errors to exit 2; commands map their own errors
+    (cli/common.run) and exit with the result's code."""
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     try:
-        code = app(args=argv, prog_name="deployctl", standalone_mode=False)
-    except click.exceptions.UsageError as e:
-        e.show()
-        code = ExitCode.USAGE
-    except (click.exceptions.Abort, KeyboardInterrupt):
+        app(args=argv, prog_name="deployctl")
+    except KeyboardInterrupt:  # outside a command (while parsing); inside one, run() reports it
         sys.stderr.write("interrupted\n")
-        code = ExitCode.INTERRUPTED
-    except click.exceptions.ClickException as e:
-        e.show()
-        code = e.exit_code
-    sys.exit(int(code or 0))
+        sys.exit(int(ExitCode.INTERRUPTED))

@@ -8,8 +8,6 @@ from pathlib import Path
 import typer
 
 from deployctl.cli.common import execute
-from deployctl.commands import dsn as dsn_cmd
-from deployctl.commands import secrets as cmd
 
 app = typer.Typer(help="Secret Manager, with values masked unless --reveal.", no_args_is_help=True)
 
@@ -17,13 +15,13 @@ app = typer.Typer(help="Secret Manager, with values masked unless --reveal.", no
 @app.command("list")
 def list_(ctx: typer.Context) -> None:
     """Every secret with its latest version, and which config entries use it (or miss it)."""
-    execute(ctx, cmd.list_secrets, schema="secrets/list")
+    execute(ctx, "secrets:list_secrets", schema="secrets/list")
 
 
 @app.command("versions")
 def versions(ctx: typer.Context, secret: str = typer.Argument(..., help="Secret id.")) -> None:
     """A secret's versions and their states."""
-    execute(ctx, cmd.versions, secret, schema="secrets/versions")
+    execute(ctx, "secrets:versions", secret, schema="secrets/versions")
 
 
 @app.command("get")
@@ -31,7 +29,7 @@ def get(ctx: typer.Context, secret: str = typer.Argument(..., help="Secret id.")
         version: str = typer.Option("latest", "--version", help="A version number or 'latest'."),
         reveal: bool = typer.Option(False, "--reveal", help="Print the value itself.")) -> None:
     """A secret's value: masked with a fingerprint, or itself with --reveal."""
-    execute(ctx, cmd.get, secret, version, reveal, schema="secrets/get")
+    execute(ctx, "secrets:get", secret, version, reveal, schema="secrets/get")
 
 
 @app.command("set")
@@ -40,7 +38,7 @@ def set_(ctx: typer.Context, secret: str = typer.Argument(..., help="Secret id (
                                         help="Read the value from this file (byte for byte).")) -> None:
     """Add a version; the value comes from stdin or --from-file, never the command line (shell history)."""
     data = from_file.read_bytes() if from_file else sys.stdin.buffer.read()
-    execute(ctx, cmd.set_value, secret, data, schema="secrets/set")
+    execute(ctx, "secrets:set_value", secret, data, schema="secrets/set")
 
 
 def dsn(ctx: typer.Context,
@@ -50,4 +48,4 @@ def dsn(ctx: typer.Context,
         write_secret: bool = typer.Option(False, "--write-secret",
                                           help="Store it as a new version of the service's url_secret.")) -> None:
     """A service's connection string: URL-encoded, SSL on, the driver's own arguments; masked unless --reveal."""
-    execute(ctx, dsn_cmd.show, services or None, driver, reveal, write_secret, schema="dsn")
+    execute(ctx, "dsn:show", services or None, driver, reveal, write_secret, schema="dsn")

@@ -87,7 +87,7 @@ def down(ctx: Context, purge: bool = False) -> DownResult:
 
 
 def ps(ctx: Context) -> PsResult:
-    from deployctl.cloud.run import RunApi
+    from deployctl.cloud.run import RunServices
     from deployctl.cloud.sqladmin import SqlAdmin
     from deployctl.localcloud.lifecycle import find
 
@@ -97,6 +97,6 @@ def ps(ctx: Context) -> PsResult:
         return PsResult(running=False)
     instances = [{"name": i.name, "private_ip": i.private_ip, "state": i.state}
                  for i in SqlAdmin(ctx.clients, ctx.project).list_instances()]
-    services = [{"name": s.short_name, "revision": s.serving_revision or "-", "ready": s.ready, "uri": s.uri}
-                for s in RunApi(ctx.clients, ctx.project, ctx.region).list_services()]
+    services = [{"name": s.id, "revision": ", ".join(s.serving) or "-", "ready": s.ready, "uri": s.uri}
+                for s in RunServices(ctx.clients, ctx.project, ctx.region).list()]
     return PsResult(running=True, grpc=endpoint.grpc, pid=endpoint.pid, instances=instances, services=services)

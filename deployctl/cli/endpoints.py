@@ -1,0 +1,38 @@
+"""`deployctl endpoints lint|render`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from deployctl.cli.common import execute
+from deployctl.commands import endpoints as cmd
+
+app = typer.Typer(help="OpenAPI specs for Cloud Endpoints (ESPv2) and API Gateway: lint, render backends.",
+                  no_args_is_help=True)
+
+
+class Target(StrEnum):
+    endpoints = "endpoints"
+    api_gateway = "api-gateway"
+
+
+@app.command("lint")
+def lint(ctx: typer.Context, spec: Path = typer.Argument(..., help="The OpenAPI spec (YAML or JSON)."),
+         target: Target = typer.Option(Target.endpoints, "--target",
+                                       help="endpoints: Cloud Endpoints/ESPv2 (Swagger 2.0 only); "
+                                            "api-gateway: API Gateway (2.0, or 3.0 with x-google-api-management)."),
+         config_id: str = typer.Option(None, "--config-id",
+                                       help="API Gateway config id (default: a slug of info.title).")) -> None:
+    """Validate a spec: the OpenAPI schema, then what the target accepts. Exit 1 on errors, 3 on warnings only."""
+    execute(ctx, cmd.lint, spec, target.value, config_id, schema="endpoints/lint")
+
+
+@app.command("render")
+def render(ctx: typer.Context, spec: Path = typer.Argument(..., help="The OpenAPI spec (YAML or JSON)."),
+           output: Path = typer.Option(None, "--output", "-o", dir_okay=False,
+                                       help="Write the rendered spec here (default: stdout).")) -> None:
+    """Fill every `${service}` backend address with the service's deployed Cloud Run URL."""
+    execute(ctx, cmd.render, spec, output, schema="endpoints/render")

@@ -1,0 +1,122 @@
+"""The CLI frame: global options, exit codes, config errors, the JSON envelope, and a light --help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ROOT, Cli
+
+HEAVY = ("grpc", "google", "sqlalchemy", "alembic", "pg8000", "openapi_spec_validator", "yaml")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["config", "--help"], ["secrets", "--help"], ["local", "--help"]])
+def test_help_imports_no_heavy_module(argv):
+    code = (
+        "import sys\n"
+        "from deployctl.cli.main import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY=", out.stdout.splitlines()[-1]
+
+
+def _configs(tmp_path: Path, text: str | bytes) -> Cli:
+    d = tmp_path / "configs"
+    d.mkdir()
+    (d / "bad.toml").write_bytes(text if isinstance(text, bytes) else text.encode())
+    return Cli(tmp_path / "state", config_dir=d)
+
+
+GOOD_ENV = '[environment]\nproject = "acme-dev"\nregion = "us-central1"\n'
+
+
+@pytest.mark.parametrize("text, expect", [
+    (GOOD_ENV + "bogus = 1\n", "environment.bogus: unknown key"),
+    (GOOD_ENV + '[services.web]\nimage = "x"\nport = "eighty"\n', "services.web.port"),
+    (GOOD_ENV + '[services.Web_1]\nimage = "x"\n', "services.Web_1 (the name)"),
+    (GOOD_ENV + '[services.web]\nimage = "x"\n[services.web.database]\ninstance = "nope"\nname = "d"\n'
+     'user = "u"\npassword_secret = "s"\n', "no instance 'nope'"),
+    (GOOD_ENV + '[services.a]\nimage = "x"\ndepends_on = ["b"]\n[services.b]\nimage = "x"\n'
+     'depends_on = ["a"]\n', "cycle"),
+    ('[environment]\nproject = "acme-dev"\nproject = "again"\n', "TOML syntax error"),
+    (b'[environment]\nproject = "\xff\xfe"\n', "bad.toml:2: not valid UTF-8"),
+    ("[environment\n", "TOML syntax error"),
+])
+def test_bad_config_is_exit_2_with_file_and_field(tmp_path, text, expect):
+    cli = _configs(tmp_path, text)
+    run = cli("--env", "bad", "config", "validate")
+    assert run.code == 2, run.output
+    assert expect in run.stderr
+    assert "bad.toml" in run.stderr
+    assert "Traceback" not in run.output
+    js = cli("--env", "bad", "--json", "config", "validate")
+    assert js.code == 2
+    doc = json.loads(js.stdout)
+    assert doc["schema"] == "deployctl/config/validate/v1" and doc["ok"] is False
+    assert doc["errors"][0]["code"] == "config" and expect in doc["errors"][0]["message"]
+
+
+def test_config_value_is_never_echoed_in_errors(tmp_path):
+    # A password pasted into env by mistake must not be echoed by the validation error.
+    cli = _configs(tmp_path, GOOD_ENV + '[services.web]\nimage = "x"\nport = "hunter2-secret-value"\n')
+    run = cli("--env", "bad", "config", "validate")
+    assert run.code == 2 and "hunter2-secret-value" not in run.output
+
+
+def test_missing_environment_lists_the_known_ones():
+    run = Cli(Path("/nonexistent-state"))("--env", "nope", "config", "validate")
+    assert run.code == 2
+    assert "nope.toml does not exist" in run.stderr and "dev, local" in run.stderr
+
+
+def test_validate_and_show_both_shipped_configs():
+    cli = Cli(Path("/nonexistent-state"))
+    for env in ("local", "dev"):
+        run = cli("--env", env, "--json", "config", "show")
+        assert run.code == 0, run.output
+        doc = json.loads(run.stdout)
+        assert doc["schema"] == "deployctl/config/show/v1" and doc["ok"] is True
+        assert set(doc["data"]["config"]["services"]) == {"fiat-gateway", "cross-chain-integration",
+                                                          "api-key-service"}
+    dev = json.loads(cli("--env", "dev", "--json", "config", "show").stdout)["data"]["config"]
+    assert dev["services"]["api-key-service"]["database"] is None
+    assert dev["instances"]["core"]["private_ip"] == "10.20.0.3"
+
+
+def test_usage_error_is_exit_2():
+    run = Cli(Path("/nonexistent-state"))("config", "no-such-command")
+    assert run.code == 2 and "Traceback" not in run.output
+
+
+def test_unexpected_error_writes_a_redacted_crash_log(tmp_path, monkeypatch):
+    from deployctl import redact
+    from deployctl.cli.common import make_state, run
+    from deployctl.errors import ExitCode
+
+    monkeypatch.setenv("DEPLOYCTL_STATE_DIR", str(tmp_path))
+    redact.register("crash-canary-secret")
+    st = make_state()
+
+    def broken(ctx):
+        raise RuntimeError("boom with crash-canary-secret inside")
+
+    assert run(st, broken) == ExitCode.FAILED
+    logs = list((tmp_path / "logs").glob("crash-*.log"))
+    assert len(logs) == 1
+    text = logs[0].read_text()
+    assert "RuntimeError" in text and "crash-canary-secret" not in text and "***" in text
+
+
+def test_confirmation_needed_without_tty_is_exit_2(tmp_path):
+    cli = Cli(tmp_path / "state")
+    run = cli("local", "down", "--purge")
+    assert run.code == 2
+    assert "--yes" in run.stderr

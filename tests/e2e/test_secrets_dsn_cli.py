@@ -1,0 +1,113 @@
+"""secrets and dsn as a user runs them against the local cloud, and the canary: a secret value containing
+every character that encodings treat specially appears in no output, in no encoding, unless --reveal."""
+
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import quote, quote_plus
+
+import pytest
+
+CANARY = "Cn@ry:/?#%+ ü-ß\u00e9e\u0301"
+
+
+def encodings(value: str) -> list[str]:
+    raw = value.encode()
+    b64 = base64.b64encode(raw).decode()
+    return [value, quote(value, safe=""), quote(value), quote_plus(value), b64, b64.rstrip("="),
+            base64.urlsafe_b64encode(raw).decode(), json.dumps(value)[1:-1], value.replace("%", "%%"),
+            json.dumps(value, ensure_ascii=False)[1:-1]]
+
+
+def assert_no_canary(text: str, where: str) -> None:
+    for form in encodings(CANARY):
+        assert form not in text, f"the canary appeared in {where} as {form!r}"
+
+
+def test_local_up_is_idempotent_and_provisions_secrets(local_cloud):
+    again = local_cloud("--json", "local", "up")
+    assert again.code == 0, again.output
+    doc = json.loads(again.stdout)
+    assert doc["schema"] == "deployctl/local/up/v1"
+    ip = doc["data"]["instances"]["core-pg"]
+    assert ip.startswith("127.")
+    listing = json.loads(local_cloud("--json", "secrets", "list").stdout)["data"]
+    ids = {s["id"] for s in listing["secrets"]}
+    assert {"fiat-gateway-db-password", "cross-chain-db-password", "cross-chain-database-url",
+            "api-key-pepper"} <= ids
+    assert listing["missing"] == []
+    state = json.loads((local_cloud.state_dir / "terraform.tfstate").read_text())
+    types = {r["type"] for r in state["resources"]}
+    assert {"google_sql_user", "google_sql_database", "google_secret_manager_secret_version"} <= types
+
+
+def test_dsn_is_masked_encoded_and_ssl(local_cloud):
+    run = local_cloud("--json", "dsn")
+    assert run.code == 0, run.output
+    services = json.loads(run.stdout)["data"]["services"]
+    assert {s["service"] for s in services} == {"fiat-gateway", "cross-chain-integration"}
+    for s in services:
+        assert ":***@" in s["url"] and "sslmode=require" in s["url"]
+        assert s["stored_matches"] is True
+        assert [f for f in s["stored_findings"] if f["severity"] == "error"] == []
+
+
+def test_secret_versions_and_states(local_cloud):
+    assert local_cloud("secrets", "set", "e2e-versions", input="one").code == 0
+    assert local_cloud("secrets", "set", "e2e-versions", input="two").code == 0
+    doc = json.loads(local_cloud("--json", "secrets", "versions", "e2e-versions").stdout)
+    assert [v["number"] for v in doc["data"]["versions"]] == [1, 2]
+    assert all(v["state"] == "ENABLED" for v in doc["data"]["versions"])
+
+
+def test_missing_secret_is_exit_1_with_a_hint(local_cloud):
+    run = local_cloud("secrets", "get", "no-such-secret")
+    assert run.code == 1
+    assert "no-such-secret" in run.stderr and "next:" in run.stderr and "Traceback" not in run.output
+
+
+def test_empty_and_oversized_values_are_refused(local_cloud):
+    assert local_cloud("secrets", "set", "e2e-empty", input="").code == 2
+    big = local_cloud("secrets", "set", "e2e-big", input=b"x" * (64 * 1024 + 1))
+    assert big.code == 2 and "65536" in big.stderr
+
+
+@pytest.fixture(scope="module")
+def canary_cloud(local_cloud):
+    """The canary stored as a service's database password, as a plain secret, and as a DSN secret."""
+    for secret in ("fiat-gateway-db-password", "e2e-canary"):
+        run = local_cloud("secrets", "set", secret, input=CANARY)
+        assert run.code == 0, run.output
+        assert_no_canary(run.output, f"secrets set {secret}")
+    return local_cloud
+
+
+COMMANDS = [
+    ["secrets", "list"], ["secrets", "get", "e2e-canary"], ["secrets", "versions", "e2e-canary"],
+    ["secrets", "get", "fiat-gateway-db-password"], ["dsn"], ["dsn", "fiat-gateway", "--driver", "psycopg"],
+    ["dsn", "fiat-gateway", "--driver", "asyncpg"], ["dsn", "fiat-gateway", "--write-secret"],
+    ["config", "show"], ["local", "ps"],
+    # failure paths
+    ["dsn", "no-such-service"], ["secrets", "get", "e2e-canary", "--version", "99"],
+    ["dsn", "api-key-service"],
+]
+
+
+@pytest.mark.parametrize("mode", [[], ["--json"], ["-vv"]], ids=["human", "json", "verbose"])
+def test_canary_never_appears(canary_cloud, mode):
+    for argv in COMMANDS:
+        run = canary_cloud(*mode, *argv)
+        assert "Traceback" not in run.output, (argv, run.output)
+        assert_no_canary(run.output, " ".join(mode + argv))
+    for log in (canary_cloud.state_dir / "logs").glob("*.log"):
+        assert_no_canary(log.read_text(errors="replace"), str(log))
+
+
+def test_reveal_shows_the_value_only_when_asked(canary_cloud):
+    run = canary_cloud("secrets", "get", "e2e-canary", "--reveal")
+    assert run.code == 0 and run.stdout.rstrip("\n") == CANARY
+    dsn = canary_cloud("dsn", "fiat-gateway", "--reveal")
+    assert quote(CANARY, safe="") in dsn.stdout
+    js = json.loads(canary_cloud("--json", "dsn", "fiat-gateway", "--reveal").stdout)
+    assert quote(CANARY, safe="") in js["data"]["services"][0]["url"]
