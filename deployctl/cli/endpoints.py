@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from deployctl.cli.common import execute
-from deployctl.commands import endpoints as cmd
 
 app = typer.Typer(help="OpenAPI specs for Cloud Endpoints (ESPv2) and API Gateway: lint, render backends.",
                   no_args_is_help=True)
@@ -27,7 +26,7 @@ def lint(ctx: typer.Context, spec: Path = typer.Argument(..., help="The OpenAPI 
          config_id: str = typer.Option(None, "--config-id",
                                        help="API Gateway config id (default: a slug of info.title).")) -> None:
     """Validate a spec: the OpenAPI schema, then what the target accepts. Exit 1 on errors, 3 on warnings only."""
-    execute(ctx, cmd.lint, spec, target.value, config_id, schema="endpoints/lint")
+    execute(ctx, "endpoints:lint", spec, target.value, config_id, schema="endpoints/lint")
 
 
 @app.command("render")
@@ -35,4 +34,4 @@ def render(ctx: typer.Context, spec: Path = typer.Argument(..., help="The OpenAP
            output: Path = typer.Option(None, "--output", "-o", dir_okay=False,
                                        help="Write the rendered spec here (default: stdout).")) -> None:
     """Fill every `${service}` backend address with the service's deployed Cloud Run URL."""
-    execute(ctx, cmd.render, spec, output, schema="endpoints/render")
+    execute(ctx, "endpoints:render", spec, output, schema="endpoints/render")
