@@ -240,6 +240,7 @@ def test_state_survives_a_restart(tmp_path):
 
 def test_payload_never_in_the_emulator_log(sm, call, project, caplog):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="deployctl")  # another test may have quietened it
     value = "pw-" + _random.token_urlsafe(12)
     redact.register(value)
     s = _create(sm, call, project)
