@@ -55,10 +55,13 @@ class CallPolicy:
 
     def polling(self):
         """Operation polling that starts near 0.2 s (the library's starts at 1 s and grows to 20 s)."""
-        from google.api_core.retry import Retry
+        from google.api_core.future import polling
+        from google.api_core.retry import Retry, if_exception_type
 
-        return Retry(predicate=lambda e: False, initial=0.2, maximum=2.0, multiplier=1.5,
-                     timeout=self.operation_deadline)
+        # The poll loop works by retrying on "not complete yet"; a predicate that retries nothing stops
+        # at the first poll of a pending operation.
+        return Retry(predicate=if_exception_type(polling._OperationNotComplete), initial=0.2, maximum=2.0,
+                     multiplier=1.5, timeout=self.operation_deadline)
 
     def wait(self, operation, *, deadline: float | None = None):
         """Block on a long-running operation with a bounded deadline and fast polling."""

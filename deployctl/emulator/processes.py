@@ -1,0 +1,200 @@
+"""Local processes started by the emulator (service revisions, job tasks), tracked on disk.
+
+Every child runs in its own process group and is recorded in the Store ("processes": pid, process group and
+the kernel's start time for that pid), so that after a SIGKILL of the emulator a new emulator, or
+`deployctl local down`, can find and end exactly those processes and never an unrelated one that reused a pid.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from deployctl.emulator.state import Store
+
+log = logging.getLogger("deployctl.emulator")
+
+COLLECTION = "processes"
+STOP_GRACE = 3.0
+TAIL_LINES = 20
+
+LineSink = Callable[[str, str], None]  # (stream "stdout"|"stderr", line)
+ExitSink = Callable[[int], None]
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/pid/stat), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    rest = stat.rsplit(")", 1)[-1].split()
+    try:
+        return int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def is_recorded_alive(record: dict) -> bool:
+    ticks = start_ticks(int(record["pid"]))
+    return ticks is not None and ticks == record.get("start_ticks")
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def end_group(pgid: int, grace: float = STOP_GRACE, waiter: Callable[[], bool] | None = None) -> None:
+    """SIGTERM the whole group, then SIGKILL whatever is left after `grace` seconds."""
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if (waiter() if waiter else not _group_alive(pgid)):
+            break
+        time.sleep(0.05)
+    _signal_group(pgid, signal.SIGKILL)
+
+
+def end_recorded(store: Store, grace: float = STOP_GRACE) -> list[dict]:
+    """End every recorded process that is still the one we started (used after a crash and by `local down`)."""
+    ended = []
+    records = store.list(COLLECTION)
+    threads = []
+    for rec in records:
+        if is_recorded_alive(rec):
+            ended.append(rec)
+            t = threading.Thread(target=end_group, args=(int(rec["pgid"]), grace), daemon=True)
+            t.start()
+            threads.append(t)
+    for t in threads:
+        t.join(grace + 2)
+    for rec in records:
+        store.delete(COLLECTION, rec["key"])
+    return ended
+
+
+@dataclass
+class Child:
+    key: str
+    kind: str  # "revision" | "task"
+    popen: subprocess.Popen
+    info: dict
+    tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
+    stopping: bool = False
+    exit_code: int | None = None
+    exited: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def tail_text(self, n: int = 10) -> str:
+        return "\n".join(list(self.tail)[-n:])
+
+
+class ProcessManager:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._children: dict[str, Child] = {}
+        self._lock = threading.Lock()
+
+    def spawn(self, key: str, kind: str, argv: list[str], *, env: dict[str, str], cwd: str,
+              on_line: LineSink, on_exit: ExitSink | None = None, info: dict | None = None) -> Child:
+        """Start argv in a new session (own process group); stream its output lines to on_line."""
+        popen = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
+        child = Child(key=key, kind=kind, popen=popen, info=dict(info or {}))
+        self.store.put(COLLECTION, key, {
+            "key": key, "kind": kind, "pid": popen.pid, "pgid": popen.pid,
+            "start_ticks": start_ticks(popen.pid), "started": time.time(), "argv0": argv[0],
+            **child.info,
+        })
+        with self._lock:
+            self._children[key] = child
+        readers = [threading.Thread(target=self._pump, args=(child, popen.stdout, "stdout", on_line),
+                                    name=f"out-{key}", daemon=True),
+                   threading.Thread(target=self._pump, args=(child, popen.stderr, "stderr", on_line),
+                                    name=f"err-{key}", daemon=True)]
+        for r in readers:
+            r.start()
+        threading.Thread(target=self._reap, args=(child, readers, on_exit), name=f"reap-{key}",
+                         daemon=True).start()
+        return child
+
+    @staticmethod
+    def _pump(child: Child, pipe, stream: str, on_line: LineSink) -> None:
+        with pipe:
+            for raw in iter(pipe.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                child.tail.append(line)
+                try:
+                    on_line(stream, line)
+                except Exception:
+                    log.exception("emulator: storing a log line failed")
+
+    def _reap(self, child: Child, readers: list[threading.Thread], on_exit: ExitSink | None) -> None:
+        code = child.popen.wait()
+        for r in readers:
+            # A grandchild may keep the pipes open; do not wait for it forever.
+            r.join(2.0)
+        child.exit_code = code
+        # Anything left in the group (a grandchild) goes with its parent, as when a container stops.
+        _signal_group(child.popen.pid, signal.SIGKILL)
+        with self._lock:
+            if self._children.get(child.key) is child:
+                del self._children[child.key]
+                self.store.delete(COLLECTION, child.key)
+        child.exited.set()
+        if on_exit:
+            try:
+                on_exit(code)
+            except Exception:
+                log.exception("emulator: exit handler for %s failed", child.key)
+
+    def get(self, key: str) -> Child | None:
+        with self._lock:
+            return self._children.get(key)
+
+    def terminate(self, key: str, grace: float = STOP_GRACE) -> None:
+        child = self.get(key)
+        if child is None:
+            return
+        child.stopping = True
+        end_group(child.popen.pid, grace, waiter=lambda: child.popen.poll() is not None)
+        child.exited.wait(grace + 3)
+
+    def stop_all(self, grace: float = STOP_GRACE) -> None:
+        with self._lock:
+            keys = list(self._children)
+        threads = [threading.Thread(target=self.terminate, args=(k, grace), daemon=True) for k in keys]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(grace + 5)
+
+    def list(self) -> list[dict]:
+        """Live children as plain dicts, for `deployctl local ps`."""
+        with self._lock:
+            children = list(self._children.values())
+        return [{"key": c.key, "kind": c.kind, "pid": c.pid, **c.info} for c in children]
