@@ -87,6 +87,128 @@ def local_up() -> dict:
             "runs": len(ours)}
 
 
+def _fleet(tmp: Path, count: int, prefix: str) -> Path:
+    """A config dir declaring `count` services that each run bench/slow_health.py (300 ms per answer)."""
+    config_dir = tmp / "configs"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    text = ('[environment]\nproject = "deployctl-bench"\nregion = "us-central1"\nemulator = true\n')
+    for i in range(count):
+        text += (f'\n[services.{prefix}-{i:02d}]\nimage = "local/bench:dev"\n'
+                 f'command = ["{sys.executable}", "{ROOT / "bench" / "slow_health.py"}"]\n'
+                 'health = ["/health"]\nstartup_probe = { path = "/health", period = 1 }\n')
+    (config_dir / "local.toml").write_text(text)
+    return config_dir
+
+
+def _deployctl(config_dir: Path, state: Path, *args: str) -> float:
+    env = {**os.environ, "DEPLOYCTL_STATE_DIR": str(state), "DEPLOYCTL_CONFIG_DIR": str(config_dir), "CI": "true"}
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "deployctl", *args], check=True, capture_output=True, env=env, cwd=ROOT)
+    return time.perf_counter() - t
+
+
+def _down(config_dir: Path, state: Path) -> None:
+    env = {**os.environ, "DEPLOYCTL_STATE_DIR": str(state), "DEPLOYCTL_CONFIG_DIR": str(config_dir), "CI": "true"}
+    subprocess.run([sys.executable, "-m", "deployctl", "--yes", "local", "down", "--purge"], env=env,
+                   capture_output=True, cwd=ROOT)
+
+
+@benchmark("status")
+def status_fan_out() -> dict:
+    """`deployctl status` over 1, 5 and 20 services whose health endpoints each take 300 ms."""
+    with tempfile.TemporaryDirectory() as tmp:
+        state, config_dir = Path(tmp) / "state", _fleet(Path(tmp), 20, "slow")
+        try:
+            _deployctl(config_dir, state, "deploy", "--all", "--no-status", "--gate-successes", "1")
+            names = [f"slow-{i:02d}" for i in range(20)]
+            times = {n: [_deployctl(config_dir, state, "status", *names[:n]) for _ in range(3)] for n in (1, 5, 20)}
+        finally:
+            _down(config_dir, state)
+    med = {n: statistics.median(t) for n, t in times.items()}
+    return {"title": "`deployctl status`: 20 services (300 ms health each) vs 1", "baseline": med[1],
+            "deployctl": med[20], "five": med[5], "unit": "s", "runs": 3}
+
+
+@benchmark("deploy")
+def deploy_fan_out() -> dict:
+    """First `deployctl deploy` of 6 independent services vs of 1 (fresh local cloud each, already started)."""
+    out = {}
+    for count in (1, 6):
+        with tempfile.TemporaryDirectory() as tmp:
+            state, config_dir = Path(tmp) / "state", _fleet(Path(tmp), count, "dep")
+            try:
+                _deployctl(config_dir, state, "local", "up")
+                out[count] = _deployctl(config_dir, state, "deploy", "--all", "--no-status")
+            finally:
+                _down(config_dir, state)
+    return {"title": "`deployctl deploy`: 6 independent services vs 1", "baseline": out[1], "deployctl": out[6],
+            "unit": "s", "runs": 1}
+
+
+@benchmark("doctor")
+def doctor() -> dict:
+    """`doctor` on a healthy three-service local cloud (every check, in process) against its slowest single
+    check: the ratio shows what running independent checks concurrently buys (1.0 would be perfect)."""
+    sys.path.insert(0, str(ROOT))
+    from deployctl.commands.doctor import doctor as run_doctor
+    from deployctl.context import Context
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"DEPLOYCTL_STATE_DIR": tmp, "CI": "true"}
+        subprocess.run([sys.executable, "-m", "deployctl", "local", "up"], env={**os.environ, **env},
+                       capture_output=True, cwd=ROOT, check=True)
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            ctx = Context(config_dir=ROOT / "configs")
+            run_doctor(ctx)  # warm: clients built, modules imported
+            totals, slowest = [], []
+            for _ in range(5):
+                t = time.perf_counter()
+                result = run_doctor(ctx)
+                totals.append(time.perf_counter() - t)
+                slowest.append(max(c.elapsed for s in result.services for c in s.checks))
+        finally:
+            for k, v in old.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            subprocess.run([sys.executable, "-m", "deployctl", "--yes", "local", "down", "--purge"],
+                           env={**os.environ, **env}, capture_output=True, cwd=ROOT)
+    checks = sum(len(s.checks) for s in result.services)
+    return {"title": f"`doctor`, healthy 3 services ({checks} checks) vs its slowest check",
+            "baseline": statistics.median(slowest), "deployctl": statistics.median(totals), "unit": "s",
+            "runs": len(totals)}
+
+
+@benchmark("doctor-unreachable")
+def doctor_unreachable() -> dict:
+    """`doctor --timeout 2` (a subprocess) when the database's private IP answers nothing (10.255.255.1)
+    against that 2 s probe timeout: the run must end about one timeout later, not at the driver's default."""
+    timeout = 2.0
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        (base / "configs").mkdir()
+        text = (ROOT / "configs" / "local.toml").read_text()
+        (base / "configs" / "local.toml").write_text(
+            text.replace('ssl = "require"', 'ssl = "require"\nprivate_ip = "10.255.255.1"'))
+        os.symlink(ROOT / "migrations", base / "migrations")
+        env = {"DEPLOYCTL_STATE_DIR": str(base / "state"), "CI": "true", "DEPLOYCTL_CONFIG_DIR": str(base / "configs")}
+        subprocess.run([sys.executable, "-m", "deployctl", "local", "up"], env={**os.environ, **env},
+                       capture_output=True, cwd=ROOT, check=True)
+        try:
+            runs = []
+            for _ in range(3):
+                t = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "deployctl", "--timeout", str(timeout), "doctor",
+                                "cross-chain-integration"], env={**os.environ, **env}, capture_output=True,
+                               cwd=ROOT)
+                runs.append(time.perf_counter() - t)
+        finally:
+            subprocess.run([sys.executable, "-m", "deployctl", "--yes", "local", "down", "--purge"],
+                           env={**os.environ, **env}, capture_output=True, cwd=ROOT)
+    return {"title": "`doctor` on an unreachable database (whole CLI run) vs its 2 s probe timeout",
+            "baseline": timeout, "deployctl": statistics.median(runs), "unit": "s", "runs": len(runs)}
+
+
 def write(results: dict[str, dict]) -> None:
     previous = json.loads(RAW.read_text()) if RAW.exists() else {}
     previous.update(results)

@@ -1,0 +1,52 @@
+"""`deployctl deploy`, `deployctl rollback`, `deployctl status`."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+
+from deployctl.cli import common
+from deployctl.cli.common import execute
+
+
+def deploy(ctx: typer.Context,
+           services: list[str] = typer.Argument(None, help="Services to deploy (or --all)."),
+           all_: bool = typer.Option(False, "--all", help="Every service in the config."),
+           dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and change nothing."),
+           detailed_exitcode: bool = typer.Option(
+               False, "--detailed-exitcode",
+               help="With --dry-run: exit 0 when there are no changes, 2 when changes are pending, 1 on error."),
+           no_migrate: bool = typer.Option(False, "--no-migrate", help="Do not run pending migrations first."),
+           gate_successes: int = typer.Option(3, "--gate-successes", min=1,
+                                              help="Consecutive HTTP 200s each health path must give."),
+           gate_deadline: float = typer.Option(60.0, "--gate-deadline", min=0.5,
+                                               help="Seconds the new revision has to pass the health gate."),
+           no_status: bool = typer.Option(False, "--no-status", help="Skip the status matrix at the end.")) -> None:
+    """Plan, migrate, roll out a new revision with no traffic, health-gate it, then shift traffic to it."""
+    execute(ctx, "deploy:deploy", services or None, all_, dry_run, not no_migrate, detailed_exitcode,
+            gate_successes, gate_deadline, not no_status, schema="deploy")
+
+
+def rollback(ctx: typer.Context, service: str = typer.Argument(..., help="The service."),
+             to: str = typer.Option(None, "--to", help="A ready revision (default: the previous one).")) -> None:
+    """Send all traffic back to the previous (or the named) ready revision."""
+    execute(ctx, "rollback:rollback", service, to, schema="rollback")
+
+
+def status(ctx: typer.Context, services: list[str] = typer.Argument(None, help="Services (default: all)."),
+           watch: bool = typer.Option(False, "--watch", "-w", help="Refresh every few seconds until Ctrl-C."),
+           interval: float = typer.Option(3.0, "--interval", min=0.5, help="Seconds between refreshes.")) -> None:
+    """Per service: serving vs latest revision (and traffic), Ready, migrations, health with latency, URL."""
+    if not watch:
+        execute(ctx, "status:status", services or None, schema="status")
+    st = common.state(ctx)
+    try:
+        while True:
+            code = common.run(st, "status:status", services or None, schema="status")
+            if code == 130:
+                break
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    raise typer.Exit(0)

@@ -1,0 +1,54 @@
+"""`deployctl rollback SERVICE [--to REVISION]`: all traffic to the previous (or the named) ready revision."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from deployctl import views
+from deployctl.context import Context
+from deployctl.errors import UsageError
+from deployctl.results import Result
+
+
+class RollbackResult(Result):
+    schema_name: ClassVar[str] = "rollback"
+    service: str
+    revision: str
+    previous: list[str]
+    url: str
+
+    def view(self) -> list[views.Block]:
+        return [views.Line(f"{self.service}: 100% of traffic on {self.revision} "
+                           f"(was {', '.join(self.previous) or 'none'}); {self.url}", "ok")]
+
+
+def rollback(ctx: Context, service: str, to: str | None = None) -> RollbackResult:
+    from deployctl.cloud.run import RunServices, TrafficTarget
+
+    ctx.config.service(service)
+    run = RunServices(ctx.clients, ctx.project, ctx.region)
+    live = run.get(service)
+    revisions = run.revisions(service)  # newest first
+    by_id = {r.id: r for r in revisions}
+    if to:
+        target = by_id.get(to)
+        if target is None:
+            raise UsageError(f"service {service} has no revision {to!r}",
+                             hint=f"its revisions: {', '.join(by_id) or 'none'}")
+        if not target.ready:
+            raise UsageError(f"revision {to} is not ready ({target.ready_message or 'no Ready condition'}); "
+                             "refusing to send traffic to it",
+                             hint="pick a ready revision (`deployctl status` shows them) or deploy a fix")
+    else:
+        serving = [by_id[r] for r in live.serving if r in by_id]
+        newest_serving = max((r.generation for r in serving), default=max(
+            (r.generation for r in revisions), default=0) + 1)
+        older = [r for r in revisions if r.generation < newest_serving and r.ready and r.id not in live.serving]
+        if not older:
+            raise UsageError(f"service {service} has no earlier ready revision to roll back to",
+                             hint="name one with --to REVISION")
+        target = older[0]
+    ctx.progress(service, f"moving all traffic to {target.id}")
+    svc = run.set_traffic(service, [TrafficTarget(percent=100, revision=target.id)],
+                          deadline=ctx.config.environment.deploy_timeout)
+    return RollbackResult(service=service, revision=target.id, previous=live.serving, url=svc.uri)
