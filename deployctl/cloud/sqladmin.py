@@ -156,6 +156,15 @@ class SqlAdmin:
                 **self.clients.policy.call())
             self._wait(op, self._ref(instance, f"users/{name}"))
 
+    def delete_user(self, instance: str, name: str) -> None:
+        from google.cloud.sqladmin_v1 import types as t
+
+        with translated(self._ref(instance, f"users/{name}"), permission="cloudsql.users.delete"):
+            op = self.clients.sql_users.delete(
+                request=t.SqlUsersDeleteRequest(project=self.project, instance=instance, name=name),
+                **self.clients.policy.call())
+            self._wait(op, self._ref(instance, f"users/{name}"))
+
     # --- databases -----------------------------------------------------------------------------------
     def list_databases(self, instance: str) -> list[str]:
         from google.cloud.sqladmin_v1 import types as t
@@ -174,6 +183,15 @@ class SqlAdmin:
                 request=t.SqlDatabasesInsertRequest(project=self.project, instance=instance,
                                                     body=t.Database(name=name, instance=instance,
                                                                     project=self.project)),
+                **self.clients.policy.call())
+            self._wait(op, self._ref(instance, f"databases/{name}"))
+
+    def delete_database(self, instance: str, name: str) -> None:
+        from google.cloud.sqladmin_v1 import types as t
+
+        with translated(self._ref(instance, f"databases/{name}"), permission="cloudsql.databases.delete"):
+            op = self.clients.sql_databases.delete(
+                request=t.SqlDatabasesDeleteRequest(project=self.project, instance=instance, database=name),
                 **self.clients.policy.call())
             self._wait(op, self._ref(instance, f"databases/{name}"))
 
