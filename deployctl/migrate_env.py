@@ -169,7 +169,9 @@ def run_online(context, service: str) -> None:
     lock_wait = _seconds("DEPLOYCTL_LOCK_WAIT", DEFAULT_LOCK_WAIT)
     lock_timeout = _seconds("DEPLOYCTL_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
     statement_timeout = _seconds("DEPLOYCTL_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT)
-    url = runtime.database_url_from_env()
+    # An in-process caller (deployctl migrate --runner local) passes the URL in the config's attributes, so it
+    # never goes through os.environ; the alembic CLI (a migration job) uses the environment.
+    url = context.config.attributes.get("database_url") or runtime.database_url_from_env()
     redact.register(url)
     with contextlib.suppress(Exception):  # an unparsable URL fails below, with runtime's own message
         redact.register(make_url(url).password)

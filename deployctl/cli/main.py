@@ -11,8 +11,11 @@ import typer
 from deployctl import __version__
 from deployctl.cli import common
 from deployctl.cli import config as config_cli
+from deployctl.cli import deploy as deploy_cli
+from deployctl.cli import doctor as doctor_cli
 from deployctl.cli import endpoints as endpoints_cli
 from deployctl.cli import local as local_cli
+from deployctl.cli import migrate as migrate_cli
 from deployctl.cli import secrets as secrets_cli
 from deployctl.errors import ExitCode
 
@@ -29,7 +32,12 @@ app.add_typer(local_cli.app, name="local")
 app.add_typer(local_cli.emulator_app, name="emulator")
 app.add_typer(secrets_cli.app, name="secrets")
 app.add_typer(endpoints_cli.app, name="endpoints")
+app.add_typer(migrate_cli.app, name="migrate")
 app.command("dsn")(secrets_cli.dsn)
+app.command("doctor")(doctor_cli.doctor)
+app.command("deploy")(deploy_cli.deploy)
+app.command("rollback")(deploy_cli.rollback)
+app.command("status")(deploy_cli.status)
 
 
 def _version(value: bool) -> None:

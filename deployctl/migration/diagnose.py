@@ -1,0 +1,104 @@
+"""Read a migration run's output (a job's log lines, or an in-process exception): the steps Alembic applied, who
+held the lock, the failing revision and the SQLSTATE, classified as in DESIGN §8 with the next step.
+
+A job's traceback prints pg8000's ErrorResponse dict ({'S': 'FATAL', 'C': '28P01', 'M': '...'}), so the
+SQLSTATE is parsed from the text and classified by deployctl.db.sqlstate like an exception would be.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from deployctl import redact
+from deployctl.db.sqlstate import Diagnosis, classify
+
+STEP = re.compile(r"Running (upgrade|downgrade) (\S*) -> (\S*?),? ")
+SQLSTATE = re.compile(r"'C': '([0-9A-Z]{5})'")
+MESSAGE = re.compile(r"'M': ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Timeout|NotConfigured)): (.*)$")
+PREFIX = "deployctl-migrate: "
+
+# Failures without a SQLSTATE, recognised by their text: (pattern, exception to classify it as).
+_NETWORK_TEXT = [(re.compile(r"Connection refused|ConnectionRefusedError"), ConnectionRefusedError),
+                 (re.compile(r"timed out|TimeoutError"), TimeoutError)]
+
+
+@dataclass(frozen=True)
+class Step:
+    direction: str  # upgrade | downgrade
+    source: str  # "" for base
+    dest: str
+
+
+@dataclass(frozen=True)
+class Reading:
+    steps: list[Step]
+    lock_waits: list[str]  # what the waiting run said about the holder
+    sqlstate: str | None
+    server_message: str | None
+    error_line: str | None  # the last "SomethingError: ..." line
+    failing_revision: str | None  # the revision being applied when it failed (only meaningful on failure)
+
+
+def steps_in(lines: list[str]) -> list[Step]:
+    out = []
+    for line in lines:
+        m = STEP.search(line + " ")
+        if m:
+            out.append(Step(m[1], m[2].strip(), m[3].strip().rstrip(",")))
+    return out
+
+
+def read(lines: list[str]) -> Reading:
+    steps = steps_in(lines)
+    waits = [line.split(PREFIX, 1)[1] for line in lines if PREFIX in line and "waiting up to" in line]
+    text = "\n".join(lines)
+    states = SQLSTATE.findall(text)
+    messages = MESSAGE.findall(text)
+    message = _unquote(messages[-1]) if messages else None
+    errors = [m for m in (EXCEPTION_LINE.match(line.strip()) for line in lines) if m]
+    failing = None
+    if steps:
+        last = steps[-1]
+        failing = last.dest if last.direction == "upgrade" else last.source
+    return Reading(steps, waits, states[-1] if states else None, message,
+                   redact.redact(errors[-1].group(0)) if errors else None, failing)
+
+
+def _unquote(literal: str) -> str:
+    body = literal[1:-1]
+    return re.sub(r"\\(.)", r"\1", body)
+
+
+def diagnose(reading: Reading, service: str) -> Diagnosis | None:
+    """DESIGN §8's diagnosis of a failed run's output, with SERVICE filled into the next step."""
+    if reading.sqlstate:
+        d = classify(Exception({"C": reading.sqlstate, "M": reading.server_message or ""}))
+    else:
+        d = None
+        text = reading.error_line or ""
+        for pattern, kind in _NETWORK_TEXT:
+            if pattern.search(text):
+                d = classify(kind(text))
+                break
+        if d is None and "MigrationLockTimeout" in text:
+            d = Diagnosis("migration-lock-timeout", None, "migration lock not acquired", text,
+                          f"another migration of {service} is running: deployctl migrate status")
+        if d is None and "DatabaseNotConfigured" in text:
+            d = Diagnosis("database-not-configured", None, "no database configured in the job", text,
+                          f"check the job's DATABASE_URL secret: deployctl dsn {service} --write-secret")
+        if d is None:
+            return None
+    return _for_service(d, service)
+
+
+def diagnose_exception(exc: BaseException, service: str) -> Diagnosis:
+    return _for_service(classify(exc), service)
+
+
+def _for_service(d: Diagnosis, service: str) -> Diagnosis:
+    hint = d.hint.replace("SERVICE", service)
+    if d.code in ("auth-failed", "ssl-required", "network-refused", "network-timeout") and service not in hint:
+        hint += f"; then: deployctl doctor {service}"
+    return Diagnosis(d.code, d.sqlstate, d.title, d.cause, hint)

@@ -1,0 +1,40 @@
+"""Reading a migration job's log lines: steps, lock waits, the failing revision and its SQLSTATE diagnosis."""
+
+from deployctl.migration import diagnose
+
+FAILED_JOB = [
+    "INFO  [alembic.runtime.migration] Context impl PostgresqlImpl.",
+    "deployctl-migrate: waiting up to 120 s for the migration lock of fiat-gateway, held by pid 42, "
+    "application_name 'deployctl-migrate fiat-gateway x-1', user u, from 10.0.0.2, connected since 2026-12-03",
+    "INFO  [alembic.runtime.migration] Running upgrade  -> 3b1f0e2a9c01, deposits",
+    "INFO  [alembic.runtime.migration] Running upgrade 3b1f0e2a9c01 -> 7c42d9e1b302, withdrawals",
+    "Traceback (most recent call last):",
+    '  File "x.py", line 1, in <module>',
+    "sqlalchemy.exc.ProgrammingError: (pg8000.dbapi.ProgrammingError) {'S': 'ERROR', 'V': 'ERROR', "
+    "'C': '42501', 'M': 'permission denied for schema public', 'F': 'aclchk.c'}",
+]
+
+
+def test_failed_run_names_steps_holder_revision_and_sqlstate():
+    r = diagnose.read(FAILED_JOB)
+    assert [(s.source, s.dest) for s in r.steps] == [("", "3b1f0e2a9c01"), ("3b1f0e2a9c01", "7c42d9e1b302")]
+    assert r.failing_revision == "7c42d9e1b302"
+    assert r.sqlstate == "42501" and r.server_message == "permission denied for schema public"
+    assert len(r.lock_waits) == 1 and "held by pid 42" in r.lock_waits[0]
+    d = diagnose.diagnose(r, "fiat-gateway")
+    assert d.code == "public-schema-create" and "GRANT CREATE" in d.hint
+
+
+def test_auth_failure_points_at_the_services_doctor():
+    lines = ["pg8000.exceptions.DatabaseError: {'S': 'FATAL', 'V': 'FATAL', 'C': '28P01', "
+             "'M': 'password authentication failed for user \"cross_chain_user\"'}"]
+    d = diagnose.diagnose(diagnose.read(lines), "cross-chain-integration")
+    assert d.sqlstate == "28P01" and "cross_chain_user" in d.cause
+    assert "deployctl doctor cross-chain-integration" in d.hint
+
+
+def test_network_failure_without_sqlstate_is_classified_not_dumped():
+    lines = ["pg8000.exceptions.InterfaceError: Can't create a connection to host 10.0.0.3 and port 5432 "
+             "(timeout is 10 and source_address is None).", "ConnectionRefusedError: [Errno 111] Connection refused"]
+    d = diagnose.diagnose(diagnose.read(lines), "fiat-gateway")
+    assert d.code == "network-refused" and "deployctl doctor fiat-gateway" in d.hint
