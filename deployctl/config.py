@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -124,11 +124,90 @@ class Service(Model):
         return self
 
 
+# --- smoke checks (`deployctl verify`, `deploy --verify`; the engine is deployctl/verify/) -------------------
+
+CHECK_NAME = r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$"
+JsonPath = Annotated[str, Field(pattern=r"^[^.\s]+(\.[^.\s]+)*$", max_length=512)]
+
+
+class Expectation(Model):
+    """What a response field must be: present (or absent), equal to a value, match a regex, be of a JSON type."""
+
+    present: bool | None = None
+    equals: Any = None
+    matches: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    type: Literal["string", "number", "integer", "boolean", "array", "object", "null"] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Expectation:
+        if not self.model_fields_set:
+            raise ValueError("give present, equals, matches or type")
+        if self.matches is not None:
+            try:
+                re.compile(self.matches)
+            except re.error as e:
+                raise ValueError(f"matches is not a valid regular expression: {e}") from None
+        return self
+
+
+class CheckStep(Model):
+    """One HTTP request against a service's URL, and what its answer must be."""
+
+    name: Annotated[str, Field(pattern=CHECK_NAME)]
+    service: str
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
+    path: Annotated[str, Field(pattern=r"^/[^\s]*$", max_length=2048)]
+    headers: dict[Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")], ShortText] = {}
+    body: Any = Field(None, alias="json")  # `json` in the file (a BaseModel attribute name cannot be used)
+    expect_status: Annotated[int, Field(ge=100, le=599)] | list[Annotated[int, Field(ge=100, le=599)]] = 200
+    expect: dict[JsonPath, Expectation] = {}
+    save: dict[Annotated[str, Field(pattern=CHECK_NAME)], JsonPath] = {}
+    # Like save, and the value is a credential (an issued API key): registered for redaction when read.
+    save_secret: dict[Annotated[str, Field(pattern=CHECK_NAME)], JsonPath] = {}
+    timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    @property
+    def statuses(self) -> list[int]:
+        return self.expect_status if isinstance(self.expect_status, list) else [self.expect_status]
+
+
+class Check(Model):
+    """A flow of steps run in order; a step may use what earlier steps saved (`${steps.NAME.VAR}`)."""
+
+    name: Annotated[str, Field(pattern=CHECK_NAME)]
+    description: Annotated[str, Field(max_length=1024)] = ""
+    steps: Annotated[list[CheckStep], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _references(self) -> Check:
+        from deployctl.verify.template import TemplateError, references
+
+        saved: dict[str, set[str]] = {}
+        for step in self.steps:
+            if step.name in saved:
+                raise ValueError(f"step {step.name!r} appears twice")
+            try:
+                refs = references([step.path, step.headers, step.body,
+                                   [e.equals for e in step.expect.values()]])
+            except TemplateError as e:
+                raise ValueError(f"step {step.name}: {e}") from None
+            for ref in refs:
+                if ref.kind == "steps" and ref.key not in saved.get(ref.name, ()):
+                    raise ValueError(f"step {step.name}: {ref} does not name a value saved by an earlier step")
+            saved[step.name] = set(step.save) | set(step.save_secret)
+        return self
+
+    @property
+    def services(self) -> list[str]:
+        return list(dict.fromkeys(s.service for s in self.steps))
+
+
 class Config(Model):
     environment: EnvironmentSettings
     network: Network = Network()
     instances: dict[str, Instance] = {}
     services: dict[Annotated[str, Field(pattern=SERVICE_ID)], Service] = {}
+    checks: list[Check] = []
 
     # Set by load(), not by the file.
     name: str = Field("local", exclude=True)
@@ -145,6 +224,14 @@ class Config(Model):
                 if dep not in self.services:
                     raise ValueError(f"services.{sname}.depends_on: no service {dep!r}")
         _check_acyclic({n: s.depends_on for n, s in self.services.items()})
+        names: set[str] = set()
+        for check in self.checks:
+            if check.name in names:
+                raise ValueError(f"checks: the name {check.name!r} appears twice")
+            names.add(check.name)
+            for step in check.steps:
+                if step.service not in self.services:
+                    raise ValueError(f"checks.{check.name}.{step.name}.service: no service {step.service!r}")
         return self
 
     def service(self, name: str) -> Service:
@@ -221,6 +308,9 @@ def parse(text: str, *, path: Path, env: str) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: TOML syntax error: {e}",
                           hint="fix the syntax at that line (duplicate keys are not allowed)") from None
+    except RecursionError:  # tomllib recurses per nested array/table: a hostile file exhausts the stack
+        raise ConfigError(f"{path}: invalid configuration: values nest too deeply",
+                          hint="a configuration needs a few levels of nesting at most; fix the file") from None
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:

@@ -22,10 +22,12 @@ def deploy(ctx: typer.Context,
                                               help="Consecutive HTTP 200s each health path must give."),
            gate_deadline: float = typer.Option(60.0, "--gate-deadline", min=0.5,
                                                help="Seconds the new revision has to pass the health gate."),
-           no_status: bool = typer.Option(False, "--no-status", help="Skip the status matrix at the end.")) -> None:
+           no_status: bool = typer.Option(False, "--no-status", help="Skip the status matrix at the end."),
+           verify: bool = typer.Option(False, "--verify", help="After traffic moves, run the service's checks "
+                                       "(`deployctl verify`); on failure move traffic back.")) -> None:
     """Plan, migrate, roll out a new revision with no traffic, health-gate it, then shift traffic to it."""
     execute(ctx, "deploy:deploy", services or None, all_, dry_run, not no_migrate, detailed_exitcode,
-            gate_successes, gate_deadline, not no_status, schema="deploy")
+            gate_successes, gate_deadline, not no_status, verify, schema="deploy")
 
 
 def rollback(ctx: typer.Context, service: str = typer.Argument(..., help="The service."),

@@ -17,6 +17,7 @@ from deployctl.cli import endpoints as endpoints_cli
 from deployctl.cli import local as local_cli
 from deployctl.cli import migrate as migrate_cli
 from deployctl.cli import secrets as secrets_cli
+from deployctl.cli import verify as verify_cli
 from deployctl.errors import ExitCode
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ app.command("doctor")(doctor_cli.doctor)
 app.command("deploy")(deploy_cli.deploy)
 app.command("rollback")(deploy_cli.rollback)
 app.command("status")(deploy_cli.status)
+app.command("verify")(verify_cli.verify)
 
 
 def _version(value: bool) -> None:

@@ -85,6 +85,14 @@ class DeployResult(Result):
         return blocks
 
 
+def _verify_hook(verify: bool):
+    if not verify:
+        return None
+    from deployctl.verify.deploy_hook import verify_after_traffic
+
+    return verify_after_traffic
+
+
 def _plan_tree(s: ServiceOutcome) -> views.Tree:
     if s.status == "failed":
         return views.Tree(views.Node(views.fail(f"{s.service}: cannot plan: {s.reason}")))
@@ -100,7 +108,7 @@ def _show(value: object) -> str:
 
 def deploy(ctx: Context, services: list[str] | None = None, all_: bool = False, dry_run: bool = False,
            migrate: bool = True, detailed_exitcode: bool = False, successes: int = 3,
-           gate_deadline: float = 60.0, show_status: bool = True) -> DeployResult:
+           gate_deadline: float = 60.0, show_status: bool = True, verify: bool = False) -> DeployResult:
     from deployctl.deploy.rollout import Options, deploy_all
 
     if not services and not all_:
@@ -110,7 +118,7 @@ def deploy(ctx: Context, services: list[str] | None = None, all_: bool = False, 
         raise UsageError("--detailed-exitcode goes with --dry-run", hint="add --dry-run")
     names = ctx.config.select(services, all_)
     outcomes = deploy_all(ctx, names, Options(dry_run=dry_run, migrate=migrate, successes=successes,
-                                              gate_deadline=gate_deadline))
+                                              gate_deadline=gate_deadline, after_traffic=_verify_hook(verify)))
     rows = [ServiceOutcome(
         service=o.service, status=o.status, action=o.plan.action if o.plan else None,
         changes=[FieldChange(field=c.field, before=c.before, after=c.after) for c in (o.plan.changes if o.plan

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from deployctl import errors, redact
@@ -29,6 +31,8 @@ class Options:
     migrate: bool = True
     successes: int = gate_mod.DEFAULT_SUCCESSES
     gate_deadline: float = gate_mod.DEFAULT_DEADLINE
+    # Runs after traffic moved (deploy --verify): returns None, or why it failed after moving traffic back.
+    after_traffic: Callable[[Context, str, list[TrafficTarget]], str | None] | None = None
 
 
 @dataclass
@@ -151,8 +155,11 @@ def rollout(ctx: Context, prep: Prepared, opts: Options) -> Outcome:
         ctx.progress(name, f"creating revision {rev_id} (no traffic; serving stays on "
                            f"{', '.join(out.previous) or 'nothing yet'})")
         try:
-            svc = run.deploy(name, replace(want.spec, revision=rev_id), traffic=previous + [candidate],
-                             deadline=deadline)
+            # The etag we planned against: if another deploy changed the service since, Cloud Run answers
+            # ABORTED (a Conflict) instead of silently replacing that deploy's revision and traffic.
+            with _conflicts_explained(name):
+                svc = run.deploy(name, replace(want.spec, revision=rev_id), traffic=previous + [candidate],
+                                 etag=live.etag if live else None, deadline=deadline)
         except errors.CloudError as e:
             if e.code != "revision-failed":
                 raise
@@ -164,8 +171,9 @@ def rollout(ctx: Context, prep: Prepared, opts: Options) -> Outcome:
                                     "has not changed since it was made",
                                     hint="fix the cause shown by `deployctl status`, then deploy again",
                                     code="revision-failed")
-        svc = run.set_traffic(name, previous + [TrafficTarget(percent=0, revision=rev_id, tag=CANDIDATE_TAG)],
-                              deadline=deadline)
+        with _conflicts_explained(name):
+            svc = run.set_traffic(name, previous + [TrafficTarget(percent=0, revision=rev_id, tag=CANDIDATE_TAG)],
+                                  etag=live.etag, deadline=deadline)
     out.revision = rev_id
     url = next((t.uri for t in svc.traffic if t.tag == CANDIDATE_TAG and t.uri), None)
     if url is None:
@@ -177,9 +185,26 @@ def rollout(ctx: Context, prep: Prepared, opts: Options) -> Outcome:
     if not result.passed:
         return _failed(ctx, out, rev_id, f"health gate failed after {result.elapsed:.1f}s", result.failure)
     ctx.progress(name, f"health gate passed ({result.elapsed:.1f}s)", "ok")
-    svc = run.set_traffic(name, [TrafficTarget(percent=100, revision=rev_id)], deadline=deadline)
+    with _conflicts_explained(name):  # moving traffic only if nobody deployed over our candidate meanwhile
+        svc = run.set_traffic(name, [TrafficTarget(percent=100, revision=rev_id)], etag=svc.etag,
+                              deadline=deadline)
     ctx.progress(name, f"deployed {rev_id}: 100% of traffic ({svc.uri})", "ok")
+    if opts.after_traffic and (why := opts.after_traffic(ctx, name, previous)):
+        return replace(out, reason=why, url=svc.uri)  # status stays FAILED
     return replace(out, status=DEPLOYED, url=svc.uri)
+
+
+@contextmanager
+def _conflicts_explained(name: str) -> Iterator[None]:
+    """A stale etag (or a create racing a create) becomes one clear conflict: never a silent lost update."""
+    try:
+        yield
+    except (errors.Conflict, errors.AlreadyExists) as e:
+        raise errors.Conflict(
+            f"service {name}: conflict: another deploy changed it while this one ran; this run stopped before "
+            "touching that deploy's revision or traffic",
+            hint="check what serves now with `deployctl status`, then deploy again (it plans against it)",
+            details=e.details) from e
 
 
 def _failed(ctx: Context, out: Outcome, rev_id: str, why: str, probe) -> Outcome:
