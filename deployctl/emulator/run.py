@@ -57,3 +57,12 @@ class CloudRun:
 
 def create(emulator) -> CloudRun:
     return CloudRun(emulator)
+
+
+def cleanup(state_dir) -> None:
+    """After a crash of the emulator: end the service and job processes it had started (recorded in its state)."""
+    from pathlib import Path
+
+    from deployctl.emulator.state import Store
+
+    end_recorded(Store(Path(state_dir) / "state"))

@@ -173,25 +173,23 @@ def serve(state_dir: Path, *, host: str = "127.0.0.1", port: int = 0, project_ro
         emu.stop()
 
 
-def purge(state_dir: Path) -> None:
-    """Let each component delete what it keeps outside the state directory (e.g. PostgreSQL clusters)."""
-    for name in COMPONENTS:
-        module = importlib.import_module(f"deployctl.emulator.{name}")
-        if hasattr(module, "purge"):
-            module.purge(Path(state_dir).resolve())
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="deployctl-emulator")
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", default=0, type=int)
     parser.add_argument("--project-root", type=Path, default=None)
+    parser.add_argument("--cleanup", action="store_true",
+                        help="end what a crashed emulator left running (processes, clusters), then exit")
     parser.add_argument("--purge", action="store_true",
                         help="delete what the components keep outside the state dir (clusters), then exit")
     args = parser.parse_args(argv)
-    if args.purge:
-        purge(args.state_dir)
+    if args.cleanup or args.purge:
+        for name in COMPONENTS:
+            module = importlib.import_module(f"deployctl.emulator.{name}")
+            hook = getattr(module, "purge" if args.purge else "cleanup", None)
+            if hook:
+                hook(Path(args.state_dir).resolve())
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

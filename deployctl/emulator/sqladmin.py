@@ -359,6 +359,16 @@ def create(emulator) -> SqlAdminEmulator:
     return SqlAdminEmulator(emulator)
 
 
+def cleanup(state_dir) -> None:
+    """After a crash of the emulator: stop the clusters it had started (they outlive it)."""
+    from pathlib import Path
+
+    from deployctl.emulator.state import Store
+
+    for rec in Store(Path(state_dir) / "state").list(COLLECTION):
+        SqlAdminEmulator._cluster(rec).stop()
+
+
 def purge(state_dir) -> None:
     """Destroy the clusters of the emulator whose state is in `state_dir` (they live outside it)."""
     import shutil

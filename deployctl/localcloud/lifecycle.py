@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -169,27 +170,30 @@ def ensure_running(ctx) -> Endpoint:
     return endpoint
 
 
+def _emulator_tool(state_dir: Path, project_root: Path, flag: str) -> None:
+    """Run the emulator's offline maintenance (--cleanup / --purge) for this state directory."""
+    subprocess.run([sys.executable, "-m", "deployctl.emulator", "--state-dir", str(state_dir), flag],
+                   check=False, capture_output=True, timeout=120, cwd=str(project_root))
+
+
 def down(state_dir: Path, project_root: Path, purge: bool = False) -> dict:
     """Stop the local cloud and everything it started; with purge, delete its state and clusters too.
 
-    After a SIGKILL of the emulator its children (service processes, PostgreSQL) are orphans: starting the
-    emulator again adopts them (it reconciles from its state on start), and stopping it ends them all.
+    After a SIGKILL of the emulator its children (service processes, PostgreSQL) are orphans recorded in its
+    state: the emulator's --cleanup ends them.
     """
     with exclusive(state_dir):
         was_running = find(state_dir) is not None
-        if not was_running and (state_dir / "state").is_dir():
-            start(state_dir, project_root)
-        stopped = stop(state_dir)
+        stop(state_dir)
+        if (state_dir / "state").is_dir():
+            _emulator_tool(state_dir, project_root, "--cleanup")
         if purge:
-            subprocess.run([sys.executable, "-m", "deployctl.emulator", "--state-dir", str(state_dir),
-                            "--purge"], check=False, capture_output=True, timeout=120, cwd=str(project_root))
-            for name in ("state", "logs", ENDPOINT_FILE, "emulator.pid", "provisioned.json", "terraform.tfstate",
-                         "faults.json"):
+            _emulator_tool(state_dir, project_root, "--purge")
+            for name in ("state", "logs", "sqladmin", "ca", ENDPOINT_FILE, "emulator.pid", "provisioned.json",
+                         "terraform.tfstate", "faults.json"):
                 target = state_dir / name
                 if target.is_dir():
-                    import shutil
-
                     shutil.rmtree(target, ignore_errors=True)
                 else:
                     target.unlink(missing_ok=True)
-    return {"was_running": was_running, "stopped": stopped, "purged": purge}
+    return {"was_running": was_running, "purged": purge}
