@@ -205,9 +205,16 @@ def connector_creator(spec: dict, *, timeout: float = DEFAULT_CONNECT_TIMEOUT, *
     if spec["driver"] != "pg8000":
         raise ValueError("connector mode is supported for the pg8000 driver only")
     install_saslprep_fallback()
+    endpoint = os.environ.get("DEPLOYCTL_SQLADMIN_ENDPOINT") or None
+    options: dict = {}
+    if endpoint:
+        # The local cloud's admin API takes any bearer token; Application Default Credentials may not exist.
+        import google.oauth2.credentials
+
+        options["credentials"] = google.oauth2.credentials.Credentials(
+            token=os.environ.get("DEPLOYCTL_SQLADMIN_TOKEN", "deployctl-local-cloud"))
     connector = Connector(ip_type=spec["ip_type"], enable_iam_auth=spec["iam_auth"], timeout=int(timeout),
-                          sqladmin_api_endpoint=os.environ.get("DEPLOYCTL_SQLADMIN_ENDPOINT") or None,
-                          refresh_strategy="lazy")
+                          sqladmin_api_endpoint=endpoint, refresh_strategy="lazy", **options)
     kwargs = {"user": spec["user"], "db": spec["database"], **driver_kwargs}
     if not spec["iam_auth"]:
         kwargs["password"] = spec["password"]

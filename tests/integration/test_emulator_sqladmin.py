@@ -297,3 +297,33 @@ def test_restarted_emulator_brings_the_instance_back_on_the_same_ip_and_purge_re
     assert (cluster.data_dir / "PG_VERSION").exists()
     sqladmin.purge(state)  # `local down --purge`: clusters live outside the state directory
     assert not cluster.data_dir.exists()
+
+
+def test_runtime_engine_in_connector_mode(monkeypatch, emulator, instance, app_user):
+    """dsn.build(instance_connection_name=...) -> runtime.build_engine: the connector path deployctl ships."""
+    from sqlalchemy import text
+
+    from deployctl import dsn, runtime
+    from deployctl.db.sqlstate import sqlstate_of
+
+    user, password, db = app_user
+    monkeypatch.setenv("DEPLOYCTL_SQLADMIN_ENDPOINT", emulator.rest_address)
+    good = dsn.build(driver="pg8000", user=user, password=password, database=db,
+                     instance_connection_name=instance.connection_name, ip_type="private")
+    assert good.connector and "host" not in good.masked.split("@", 1)[1].split("?")[0]
+    engine = runtime.build_engine(good.url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT current_user, ssl FROM pg_stat_ssl "
+                                     "WHERE pid = pg_backend_pid()")).one()[0] == user
+    finally:
+        engine.dispose()
+    bad = dsn.build(driver="pg8000", user=user, password="not-the-password", database=db,
+                    instance_connection_name=instance.connection_name, ip_type="private")
+    engine = runtime.build_engine(bad.url)
+    try:
+        with pytest.raises(Exception) as exc, engine.connect():
+            pass
+        assert sqlstate_of(exc.value) == "28P01"
+    finally:
+        engine.dispose()
