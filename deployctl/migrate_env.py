@@ -186,20 +186,28 @@ def run_online(context, service: str) -> None:
             for statement in _session_settings(lock_timeout, statement_timeout):
                 connection.execute(text(statement))
             connection.commit()
-            acquire_lock(connection, service, wait=lock_wait)
             try:
+                acquire_lock(connection, service, wait=lock_wait)
                 context.configure(connection=connection, transaction_per_migration=True)
                 with context.begin_transaction():
                     context.run_migrations()
                 connection.commit()
+            except KeyboardInterrupt:
+                # Ctrl-C (deployctl migrate --runner local): drop the session at once instead of waiting on a
+                # rollback; the server rolls back the migration in progress and frees the advisory lock.
+                with contextlib.suppress(Exception):
+                    connection.invalidate()
+                raise
             finally:
                 # Closing the session releases the lock too; unlocking first just frees it sooner. A broken
                 # connection must not hide the migration's own error, hence the suppress.
-                with contextlib.suppress(Exception):
-                    if connection.in_transaction():
-                        connection.rollback()
-                    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": advisory_lock_key(service)})
-                    connection.commit()
+                if not connection.invalidated:
+                    with contextlib.suppress(Exception):
+                        if connection.in_transaction():
+                            connection.rollback()
+                        connection.execute(text("SELECT pg_advisory_unlock(:k)"),
+                                           {"k": advisory_lock_key(service)})
+                        connection.commit()
     finally:
         engine.dispose()
 

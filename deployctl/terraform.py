@@ -103,13 +103,15 @@ def parse(text: str, source: str) -> TfState:
             elif rtype == "random_password":
                 redact.register(attrs.get("result"))
         return state
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         raise ConfigError(f"Terraform state {source} is not readable: {_safe_reason(e)}",
                           hint="check the file is `terraform state pull` or `terraform show -json` output") from None
 
 
 def _safe_reason(e: Exception) -> str:
     # json's messages quote positions, not content; other errors may carry values, so keep them generic.
+    if isinstance(e, RecursionError):
+        return "it nests too deeply"
     return str(e) if isinstance(e, json.JSONDecodeError) else type(e).__name__ + ": unexpected structure"
 
 

@@ -21,12 +21,24 @@ def referenced(f: Facts, service: str) -> dict[str, str]:
     return out
 
 
+def config_ref(f: Facts, service: str, secret_id: str) -> str:
+    """The config entry that names `secret_id` for `service` (e.g. services.api.secrets.KEY)."""
+    svc = f.ctx.config.services[service]
+    for env_name, ref in svc.secrets.items():
+        if ref.partition(":")[0] == secret_id:
+            return f"services.{service}.secrets.{env_name}"
+    if svc.database and svc.database.url_secret == secret_id:
+        return f"services.{service}.database.url_secret"
+    return f"services.{service}.database.password_secret"
+
+
 def secret_ok(f: Facts, service: str, secret_id: str, version: str) -> Outcome:
     set_cmd = f"deployctl secrets set {secret_id} --from-file FILE"
     try:
         versions = f.versions(secret_id)
     except NotFound:
-        return failed(f"secret {secret_id} does not exist", f"create it: {set_cmd}")
+        return failed(f"secret {secret_id} does not exist (referred to by {config_ref(f, service, secret_id)})",
+                      f"create it: {set_cmd}, or correct {config_ref(f, service, secret_id)}")
     enabled = [v for v in versions if v.state == "ENABLED"]
     if not enabled:
         return failed(f"secret {secret_id} has no enabled version ({len(versions)} versions, none enabled)",

@@ -18,7 +18,7 @@ import typer
 
 from deployctl import redact
 from deployctl.context import Context
-from deployctl.errors import DeployctlError, ExitCode
+from deployctl.errors import DeployctlError, ExitCode, Interrupted
 from deployctl.render import Renderer
 
 if TYPE_CHECKING:
@@ -89,15 +89,25 @@ def execute(ctx: typer.Context, fn: Command, *args, schema: str = "error", **kwa
 
 def run(st: State, fn: Command, *args, schema: str = "error", **kwargs) -> ExitCode:
     try:
+        return _run(st, fn, *args, schema=schema, **kwargs)
+    finally:
+        _retry_summary(st)
+
+
+def _run(st: State, fn: Command, *args, schema: str = "error", **kwargs) -> ExitCode:
+    try:
         result = resolve(fn)(st.context, *args, **kwargs)
         st.renderer.result(result)
         return result.exit_code()
     except DeployctlError as e:
         st.renderer.error(e, schema=schema)
         return e.exit_code
-    except KeyboardInterrupt:
-        st.renderer.error(DeployctlError("interrupted", hint="run the same command again to finish the job",
-                                         code="interrupted"), schema=schema)
+    except KeyboardInterrupt as e:
+        from deployctl import interrupt
+
+        interrupt.request()  # any worker still running stops at its next wait
+        st.renderer.error(Interrupted(interrupt.describe(e), hint="run the same command again to finish the job"),
+                          schema=schema)
         return ExitCode.INTERRUPTED
     except Exception:
         path = write_crash_log(st.context)
@@ -105,6 +115,17 @@ def run(st: State, fn: Command, *args, schema: str = "error", **kwargs) -> ExitC
             st.renderer.note(redact.redact(traceback.format_exc()), "dim")
         st.renderer.unexpected(path)
         return ExitCode.FAILED
+
+
+def _retry_summary(st: State) -> None:
+    """With --verbose, the last stderr line says how many transient API errors were retried (if any)."""
+    policy = sys.modules.get("deployctl.cloud.policy")  # never imported just for this
+    if not st.context.verbose or policy is None:
+        return
+    count = policy.retries_so_far()
+    if count:
+        st.renderer.note(f"{count} transient error{'s' if count != 1 else ''} retried", "dim")
+        st.renderer.flush()
 
 
 def write_crash_log(context: Context) -> str | None:

@@ -8,11 +8,13 @@ deployctl knows which of the two it talks to.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
+import time
 from functools import cached_property
 
-from deployctl.cloud.policy import DEFAULT, CallPolicy
+from deployctl.cloud.policy import DEFAULT, Breaker, CallPolicy
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # grpc's C core prints handshake noise otherwise
 
@@ -22,7 +24,8 @@ class Clients:
                  policy: CallPolicy = DEFAULT) -> None:
         self.emulator_host = emulator_host
         self.sqladmin_endpoint = sqladmin_endpoint
-        self.policy = policy
+        # Each Clients has its own breaker: the channel below reports to it whether the endpoint answers.
+        self.policy = policy if policy.breaker else dataclasses.replace(policy, breaker=Breaker())
         self._lock = threading.Lock()
 
     @property
@@ -35,7 +38,8 @@ class Clients:
 
         if not self.emulator_host:
             raise RuntimeError("channel is only used with an emulator")
-        return grpc.insecure_channel(self.emulator_host, options=[("grpc.enable_retries", 0)])
+        channel = grpc.insecure_channel(self.emulator_host, options=[("grpc.enable_retries", 0)])
+        return grpc.intercept_channel(channel, _outcome_watcher(self.policy.breaker))
 
     def _make(self, client_cls, transport_cls):
         with self._lock:
@@ -118,3 +122,26 @@ class Clients:
     def close(self) -> None:
         if "channel" in self.__dict__:
             self.channel.close()
+
+
+def _outcome_watcher(breaker: Breaker):
+    """A channel interceptor telling the breaker whether each unary RPC got an answer from the endpoint."""
+    import grpc
+
+    silent = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+    class Watcher(grpc.UnaryUnaryClientInterceptor):
+        def intercept_unary_unary(self, continuation, client_call_details, request):
+            started = time.monotonic()
+            outcome = continuation(client_call_details, request)
+
+            def seen(call) -> None:
+                if call.code() in silent:
+                    breaker.failed(started)
+                else:
+                    breaker.answered()
+
+            outcome.add_done_callback(seen)
+            return outcome
+
+    return Watcher()

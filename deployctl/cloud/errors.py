@@ -105,8 +105,14 @@ def translate(exc: BaseException, *, resource: str, config_ref: str | None = Non
                                  hint="check the name and values" + (f" in {config_ref}" if config_ref else ""),
                                  code="invalid-argument", details=details)
     if isinstance(exc, gexc.RetryError | gexc.DeadlineExceeded | gexc.ServiceUnavailable):
-        return errors.Unreachable(f"no answer from the API while working on {resource}: {detail}",
-                                  hint=UNREACHABLE_HINT, details=details)
+        # grpc's own text nests "last error: ..." over several lines; say what happened in a few words and
+        # keep the library's text in details (shown by --json) for whoever debugs the network.
+        detail = " ".join(detail.split())
+        why = ("connection refused" if "refused" in detail.lower()
+               else "the endpoint accepted the connection but did not answer" if "deadline" in detail.lower()
+               else detail)
+        return errors.Unreachable(f"no answer from the API while working on {resource}: {why}",
+                                  hint=UNREACHABLE_HINT, details={**details, "detail": detail})
     return errors.CloudError(f"the API call for {resource} failed: {detail}", details=details)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from deployctl import errors
+from deployctl import errors, interrupt
 from deployctl.cloud.clients import Clients
 from deployctl.cloud.errors import translated
 
@@ -207,7 +207,7 @@ def wait_operation(clients: Clients, op, *, on_progress: Callable | None, deadli
             raise errors.CloudError(f"operation {op.operation.name} did not finish within {limit:g}s",
                                     hint="check its state in the console or with `deployctl status`",
                                     code="timeout")
-        time.sleep(delay)
+        interrupt.sleep(delay)  # a deploy's worker thread stops here on Ctrl-C
         delay = min(delay * 1.5, 2.0)
     return op.result(timeout=0.1)
 
@@ -222,7 +222,7 @@ class RunServices:
 
     def get(self, service_id: str) -> Service:
         name = self.service_name(service_id)
-        with translated(name):
+        with translated(name, permission="run.services.get"):
             return to_service(self.clients.services.get_service(name=name, **self.clients.policy.call()))
 
     def find(self, service_id: str) -> Service | None:
@@ -232,7 +232,7 @@ class RunServices:
             return None
 
     def list(self) -> list[Service]:
-        with translated(self.parent):
+        with translated(self.parent, permission="run.services.list"):
             pager = self.clients.services.list_services(parent=self.parent, **self.clients.policy.call())
             return [to_service(s) for s in pager]
 
@@ -276,7 +276,7 @@ class RunServices:
                         traffic=[_target(x) for x in (traffic or [TrafficTarget(percent=100)])])
         current = self.find(service_id)
         policy = self.clients.policy
-        with translated(name):
+        with translated(name, permission="run.services.create" if current is None else "run.services.update"):
             if current is None:
                 svc.name = ""
                 op = self.clients.services.create_service(parent=self.parent, service=svc, service_id=service_id,
@@ -290,7 +290,7 @@ class RunServices:
                     deadline: float | None = None) -> Service:
         """Route traffic (e.g. a rollback to a retained revision) without a new revision."""
         name = self.service_name(service_id)
-        with translated(name):
+        with translated(name, permission="run.services.update"):
             msg = self.clients.services.get_service(name=name, **self.clients.policy.call())
             msg.traffic = [_target(x) for x in targets]
             if etag:
@@ -302,7 +302,7 @@ class RunServices:
         from google.api_core import exceptions as gexc
 
         try:
-            with translated(name):
+            with translated(name, permission="run.operations.get"):
                 try:
                     return to_service(wait_operation(self.clients, op, on_progress=on_progress,
                                                      deadline=deadline, convert=to_service))
@@ -326,13 +326,13 @@ class RunServices:
     def revisions(self, service_id: str) -> list[Revision]:
         """Newest first."""
         name = self.service_name(service_id)
-        with translated(name):
+        with translated(name, permission="run.revisions.list"):
             pager = self.clients.revisions.list_revisions(parent=name, **self.clients.policy.call())
             return sorted((to_revision(r) for r in pager), key=lambda r: r.generation, reverse=True)
 
     def revision(self, service_id: str, revision_id: str) -> Revision:
         name = f"{self.service_name(service_id)}/revisions/{revision_id}"
-        with translated(name):
+        with translated(name, permission="run.revisions.get"):
             return to_revision(self.clients.revisions.get_revision(name=name, **self.clients.policy.call()))
 
 

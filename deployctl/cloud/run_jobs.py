@@ -90,7 +90,7 @@ class RunJobs:
 
     def get(self, job_id: str) -> Job:
         name = self.job_name(job_id)
-        with translated(name):
+        with translated(name, permission="run.jobs.get"):
             return to_job(self.clients.jobs.get_job(name=name, **self.clients.policy.call()))
 
     def find(self, job_id: str) -> Job | None:
@@ -114,8 +114,9 @@ class RunJobs:
             task.vpc_access = access
         job = t.Job(template=t.ExecutionTemplate(task_count=task_count, template=task), labels=dict(spec.labels))
         policy = self.clients.policy
-        with translated(name):
-            if self.find(job_id) is None:
+        exists = self.find(job_id) is not None
+        with translated(name, permission="run.jobs.update" if exists else "run.jobs.create"):
+            if not exists:
                 op = self.clients.jobs.create_job(parent=self.parent, job=job, job_id=job_id, **policy.call())
             else:
                 job.name, job.etag = name, etag or ""
@@ -139,7 +140,7 @@ class RunJobs:
             overrides.task_count = task_count
         if timeout_s:
             overrides.timeout = {"seconds": timeout_s}
-        with translated(name):
+        with translated(name, permission="run.jobs.run"):
             op = self.clients.jobs.run_job(request=t.RunJobRequest(name=name, overrides=overrides),
                                            **self.clients.policy.call())
             try:
@@ -149,15 +150,43 @@ class RunJobs:
                 if op.metadata is None:
                     raise
                 return self.execution(op.metadata.name)
+            except KeyboardInterrupt:
+                self._cancel_interrupted(job_id, op)
+                raise
+
+    CANCEL_DEADLINE = 1.5  # seconds: an interrupted command must end within about 2 s
+
+    def _cancel_interrupted(self, job_id: str, op) -> None:
+        """Ctrl-C while waiting on an execution: cancel it rather than leave it running unwatched.
+
+        A cancelled migration task is stopped (SIGTERM): its current migration's transaction rolls back and
+        its session, with the advisory lock, ends; re-running the command finishes the job.
+        """
+        from deployctl import interrupt
+
+        execution = op.metadata.name if op.metadata is not None else ""
+        follow = f"gcloud run jobs executions list --job {job_id} --region {self.parent.rsplit('/', 1)[-1]}"
+        if not execution:
+            interrupt.record(f"job {job_id}: an execution may have started; see `{follow}`")
+            return
+        short = _short(execution)
+        try:
+            policy = self.clients.policy.with_deadline(self.CANCEL_DEADLINE)
+            with translated(execution, permission="run.executions.cancel"):
+                self.clients.executions.cancel_execution(name=execution, **policy.call())
+            interrupt.record(f"job {job_id}: execution {short} cancelled (its migration in progress rolls back)")
+        except errors.DeployctlError as e:
+            interrupt.record(f"job {job_id}: execution {short} may still be running ({e.message}); follow it "
+                             f"with `{follow}` or stop it: gcloud run jobs executions cancel {short}")
 
     def execution(self, name: str) -> Execution:
-        with translated(name):
+        with translated(name, permission="run.executions.get"):
             return to_execution(self.clients.executions.get_execution(name=name, **self.clients.policy.call()))
 
     def executions(self, job_id: str) -> list[Execution]:
         """Newest first."""
         name = self.job_name(job_id)
-        with translated(name):
+        with translated(name, permission="run.executions.list"):
             pager = self.clients.executions.list_executions(parent=name, **self.clients.policy.call())
             return [to_execution(e) for e in pager]
 

@@ -149,16 +149,17 @@ class SecretStore:
             self._api.delete_secret(request={"name": name}, **self._call())
 
     # --- versions -----------------------------------------------------------------------------------
-    def versions(self, secret_id: str) -> list[SecretVersion]:
+    def versions(self, secret_id: str, *, config_ref: str | None = None) -> list[SecretVersion]:
         """Every version of the secret, newest first."""
         name = self.secret_name(secret_id)
-        with translated(name, permission="secretmanager.versions.list"):
+        with translated(name, config_ref, permission="secretmanager.versions.list"):
             pages = self._api.list_secret_versions(request={"parent": name}, **self._call())
             return sorted((_version(v) for v in pages), key=lambda v: v.number, reverse=True)
 
-    def get_version(self, secret_id: str, version: str | int = "latest") -> SecretVersion:
+    def get_version(self, secret_id: str, version: str | int = "latest", *,
+                    config_ref: str | None = None) -> SecretVersion:
         name = self.version_name(secret_id, version)
-        with translated(name, permission="secretmanager.versions.get"):
+        with translated(name, config_ref, permission="secretmanager.versions.get"):
             return _version(self._api.get_secret_version(request={"name": name}, **self._call()))
 
     def add_version(self, secret_id: str, data: bytes | str) -> SecretVersion:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from deployctl import errors, redact
+from deployctl import errors, interrupt, redact
 from deployctl.cloud.clients import Clients
 from deployctl.cloud.errors import translated
 
@@ -209,7 +209,7 @@ class SqlAdmin:
                 raise errors.Unreachable(f"the operation on {resource} did not finish within "
                                          f"{self.clients.policy.operation_deadline:.0f} s",
                                          hint="check it with `gcloud sql operations list`, then retry")
-            time.sleep(delay)
+            interrupt.sleep(delay)
             delay = min(delay * 1.5, 5.0)
             operations = operations or self.clients.sql_operations
             op = operations.get(

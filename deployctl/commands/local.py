@@ -69,11 +69,30 @@ def up(ctx: Context) -> UpResult:
     from deployctl.localcloud.lifecycle import ensure_running
 
     _require_local(ctx)
-    endpoint = ensure_running(ctx)
+    try:
+        endpoint = ensure_running(ctx)
+    except KeyboardInterrupt:
+        raise _up_interrupted(ctx) from None
     admin = SqlAdmin(ctx.clients, ctx.project)
     instances = {i.name: i.private_ip for i in admin.list_instances()}
     return UpResult(grpc=endpoint.grpc, rest=endpoint.rest, pid=endpoint.pid, state_dir=str(ctx.state_dir),
                     instances=instances, terraform_state=str(ctx.terraform_state_path()))
+
+
+def _up_interrupted(ctx: Context):
+    """Ctrl-C during `local up`: the emulator runs in its own session, so it keeps running (and `local down`
+    stops it); provisioning is idempotent, so `local up` again finishes it."""
+    from deployctl import interrupt
+    from deployctl.localcloud.lifecycle import find
+
+    endpoint = find(ctx.state_dir)
+    provisioned = (ctx.state_dir / "provisioned.json").exists()
+    done = [f"the emulator is running at {endpoint.grpc} (pid {endpoint.pid}; `deployctl local down` stops it)"
+            ] if endpoint else []
+    not_done = [] if provisioned else ["provisioning (instances, databases, users, secrets) did not finish"]
+    if endpoint is None:
+        not_done.insert(0, "the emulator was not confirmed up (it may still be starting)")
+    return interrupt.Cancelled(done, not_done)
 
 
 def down(ctx: Context, purge: bool = False) -> DownResult:

@@ -91,10 +91,30 @@ def run(ctx: Context, services: list[str] | None = None, all_: bool = False, to:
 
     out = []
     for name in names:
-        result = migrate(ctx, name, to=to, runner=runner)
+        try:
+            result = migrate(ctx, name, to=to, runner=runner)
+        except KeyboardInterrupt:
+            raise _interrupted(names, out, name, runner) from None
         ctx.progress(name, result.describe(), "ok" if result.ok else "fail")
         out.append(_out(result))
     return MigrateResult(runs=out)
+
+
+def _interrupted(names: list[str], finished: list[RunOut], current: str, runner: str):
+    """Ctrl-C: which services were migrated, which one was cut short and how, which were not started.
+
+    Each migration runs in its own transaction (transaction_per_migration), so the one in progress rolls back
+    and the ones before it stay applied; the advisory lock ends with the session (local runner: this process's
+    connection; job runner: the execution, which is cancelled). Running the command again finishes the job.
+    """
+    from deployctl import interrupt
+
+    done = [f"{r.service}: {r.summary}" for r in finished]
+    where = "its job execution" if runner == "job" else "alembic in this process"
+    not_done = [f"{current}: interrupted in {where}; the migration in progress rolled back, the ones before it "
+                "stay applied (deployctl migrate status shows where it is)"]
+    not_done += [f"{n}: not started" for n in names[names.index(current) + 1:]]
+    return interrupt.Cancelled(done, not_done)
 
 
 def offline_sql(ctx: Context, service: str, to: str) -> str:

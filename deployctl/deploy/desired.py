@@ -44,7 +44,8 @@ class SecretPinner:
         self.ctx = ctx
         self._cache: dict[str, int] = {}
 
-    def pin(self, ref: str) -> str:
+    def pin(self, ref: str, config_ref: str | None = None) -> str:
+        """`config_ref` names the config entry holding `ref`, so a missing secret's error points at it."""
         secret_id, _, version = ref.partition(":")
         if version and version != "latest":
             return f"{secret_id}:{version}"
@@ -53,7 +54,7 @@ class SecretPinner:
 
             # get_version reads metadata only: the value itself is never fetched to pin it.
             self._cache[secret_id] = SecretStore(self.ctx.clients, self.ctx.project).get_version(
-                secret_id, "latest").number
+                secret_id, "latest", config_ref=config_ref).number
         return f"{secret_id}:{self._cache[secret_id]}"
 
 
@@ -61,7 +62,7 @@ def build(ctx: Context, name: str, pinner: SecretPinner) -> DesiredService:
     cfg = ctx.config
     svc = cfg.service(name)
     env = dict(svc.env)
-    secrets = {k: pinner.pin(v) for k, v in svc.secrets.items()}
+    secrets = {k: pinner.pin(v, f"services.{name}.secrets.{k}") for k, v in svc.secrets.items()}
     cloudsql: list[str] = []
     if svc.database:
         db = svc.database
@@ -69,7 +70,7 @@ def build(ctx: Context, name: str, pinner: SecretPinner) -> DesiredService:
             raise ConfigError(f"services.{name}: DATABASE_URL is set by deployctl from database.url_secret",
                               hint=f"remove DATABASE_URL from services.{name}.env/secrets")
         if db.url_secret:
-            secrets["DATABASE_URL"] = pinner.pin(db.url_secret)
+            secrets["DATABASE_URL"] = pinner.pin(db.url_secret, f"services.{name}.database.url_secret")
         else:  # no stored URL: runtime.py composes one from the pieces and the password secret
             from deployctl.dbtarget import resolve
 
@@ -79,7 +80,7 @@ def build(ctx: Context, name: str, pinner: SecretPinner) -> DesiredService:
                 env.update({"INSTANCE_CONNECTION_NAME": target.connection_name, "DB_IP_TYPE": db.ip_type})
             else:
                 env.update({"DB_HOST": target.host or "", "DB_PORT": str(target.port), "DB_SSLMODE": target.ssl})
-            secrets["DB_PASSWORD"] = pinner.pin(db.password_secret)
+            secrets["DB_PASSWORD"] = pinner.pin(db.password_secret, f"services.{name}.database.password_secret")
         if db.mode == "connector":
             cloudsql.append(cfg.instances[db.instance].connection_name)
     probe = svc.startup_probe

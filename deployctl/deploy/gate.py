@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from deployctl import interrupt
+
 DEFAULT_SUCCESSES = 3
 DEFAULT_DEADLINE = 60.0
 PROBE_TIMEOUT = 3.0
@@ -86,4 +88,4 @@ def gate(base_url: str, paths: list[str], *, successes: int = DEFAULT_SUCCESSES,
                 return GateResult(True, base_url, elapsed, rounds, None)
             if elapsed >= deadline:
                 return GateResult(False, base_url, elapsed, rounds, last_failure)
-            time.sleep(min(interval, max(0.0, deadline - elapsed)))
+            interrupt.sleep(min(interval, max(0.0, deadline - elapsed)))

@@ -11,7 +11,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
-from deployctl import errors, redact
+from deployctl import errors, interrupt, redact
 from deployctl.cloud.run import RunServices, Service, TrafficTarget
 from deployctl.context import Context
 from deployctl.deploy import desired as desired_mod
@@ -91,22 +91,45 @@ def deploy_all(ctx: Context, names: list[str], opts: Options) -> list[Outcome]:
     outcomes: dict[str, Outcome] = {}
     running: dict[Future, str] = {}
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(names) or 1)) as pool:
-        while len(outcomes) < len(names):
-            for name in names:
-                if name in outcomes or name in running.values():
+        try:
+            while len(outcomes) < len(names):
+                for name in names:
+                    if name in outcomes or name in running.values():
+                        continue
+                    if any(outcomes.get(d) and outcomes[d].status in (FAILED, SKIPPED) for d in deps[name]):
+                        bad = [d for d in deps[name]
+                               if outcomes.get(d) and outcomes[d].status in (FAILED, SKIPPED)]
+                        outcomes[name] = Outcome(name, SKIPPED, reason=f"dependency failed: {', '.join(bad)}")
+                        ctx.progress(name, outcomes[name].reason, "skip")
+                    elif all(d in outcomes for d in deps[name]):
+                        running[pool.submit(_guarded, ctx, name, prepared[name], opts)] = name
+                if not running:
                     continue
-                if any(outcomes.get(d) and outcomes[d].status in (FAILED, SKIPPED) for d in deps[name]):
-                    bad = [d for d in deps[name] if outcomes.get(d) and outcomes[d].status in (FAILED, SKIPPED)]
-                    outcomes[name] = Outcome(name, SKIPPED, reason=f"dependency failed: {', '.join(bad)}")
-                    ctx.progress(name, outcomes[name].reason, "skip")
-                elif all(d in outcomes for d in deps[name]):
-                    running[pool.submit(_guarded, ctx, name, prepared[name], opts)] = name
-            if not running:
-                continue
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for fut in done:
-                outcomes[running.pop(fut)] = fut.result()
+                # A timeout keeps the main thread, where Ctrl-C lands, returning to Python regularly.
+                done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    outcomes[running.pop(fut)] = fut.result()
+        except KeyboardInterrupt:
+            raise _interrupted(names, prepared, outcomes, running) from None
     return [outcomes[n] for n in names]
+
+
+def _interrupted(names: list[str], prepared: dict, outcomes: dict[str, Outcome],
+                 running: dict[Future, str]) -> interrupt.Cancelled:
+    """Ctrl-C: stop the workers at their next wait (within about a second) and say what was done and what not."""
+    interrupt.request()
+    wait(list(running), timeout=1.2)
+    done = [f"{o.service} {o.status}" + (f" ({o.revision})" if o.revision else "") for o in outcomes.values()]
+    not_done = []
+    for name in names:
+        if name in outcomes:
+            continue
+        live = getattr(prepared.get(name), "live", None)
+        serving = ", ".join(live.serving) if live else ""
+        started = name in running.values()
+        not_done.append(f"{name} {'stopped before moving traffic' if started else 'not started'}; serving stays "
+                        f"on {serving or 'no revision'}")
+    return interrupt.Cancelled(done, not_done)
 
 
 def _guarded(ctx: Context, name: str, prep, opts: Options) -> Outcome:

@@ -58,6 +58,8 @@ def collect(ctx: Context, names: list[str], *, probe_timeout: float = gate_mod.P
         for name in names:  # probes start as soon as each service's URL is known
             try:
                 svc: Service | None = live[name].result()
+            except errors.Unreachable:  # no cloud, no matrix: one clear error instead of a table of them
+                raise
             except errors.DeployctlError as e:
                 rows[name] = ServiceStatus(name, False, error=e.message)
                 continue

@@ -102,6 +102,9 @@ def _parse_json(text: str, path: Path):
         raise SpecError(f"{path}:{e.lineno}:{e.colno}: JSON syntax error: {e.msg}",
                         hint=f"fix the syntax at line {e.lineno} (a missing comma or quote, or a trailing comma)",
                         details={"line": e.lineno, "column": e.colno}) from None
+    except RecursionError:
+        raise SpecError(f"{path}: the document nests too deep", hint="a spec needs a few dozen levels at most",
+                        code="spec-too-deep") from None
 
 
 @functools.cache
@@ -121,8 +124,8 @@ def _loader_class():
 def _parse_yaml(text: str, path: Path):
     import yaml
 
-    loader = _loader_class()(text)
     try:
+        loader = _loader_class()(text)  # the reader refuses control characters (e.g. NUL) here already
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -134,6 +137,9 @@ def _parse_yaml(text: str, path: Path):
                         details={"line": line, "column": col}) from None
     except yaml.YAMLError as e:
         raise SpecError(f"{path}: YAML error: {e}", hint="fix the file's syntax") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise SpecError(f"{path}: the document nests too deep", hint="a spec needs a few dozen levels at most",
+                        code="spec-too-deep") from None
     if root is None:
         raise SpecError(f"{path}: the file is empty", hint="write the spec, starting with `swagger: \"2.0\"`",
                         code="spec-empty")

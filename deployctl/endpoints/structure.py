@@ -39,6 +39,14 @@ def validate(spec: Spec) -> list[Finding]:
     except RecursionError:
         findings.append(Finding.error("openapi-ref", (), "the spec's $refs form a cycle the validator cannot follow",
                                       "break the $ref cycle", spec))
+    except (LookupError, TypeError, AttributeError, ValueError, AssertionError) as e:
+        # The validator's second pass (semantic checks) walks the spec assuming its structure is right and
+        # breaks on wrong types (e.g. `paths: 7`); the schema errors found before it already say why.
+        if not findings:
+            findings.append(Finding.error(
+                "openapi-schema", (), f"the spec's structure could not be checked ({type(e).__name__})",
+                f"make the spec match the OpenAPI {spec.version} schema (paths, info, definitions as mappings)",
+                spec))
     return findings
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from deployctl import errors, redact
+from deployctl import errors, interrupt, redact
 from deployctl.context import Context
 from deployctl.migration import diagnose
 from deployctl.migration.runner import JOB_TASK_TIMEOUT, MigrationRun, apply_reading
@@ -80,7 +80,7 @@ def _apply(jobs, job_id: str, spec) -> None:
         except (errors.AlreadyExists, errors.Conflict):
             if attempt == 2:
                 raise
-            time.sleep(0.2 * (attempt + 1))
+            interrupt.sleep(0.2 * (attempt + 1))
 
 
 class LogFollower:
@@ -134,7 +134,7 @@ class LogFollower:
             if done or time.monotonic() >= deadline:
                 return lines
             previous = len(lines)
-            time.sleep(0.25)
+            interrupt.sleep(0.25)
 
 
 def run_job(ctx: Context, service: str, tree: Tree, direction: str, to: str, *,
