@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from deployctl import errors
 from deployctl.context import Context
 
 DEFAULT_TIMEOUT = 5.0
@@ -121,6 +122,8 @@ def migration_status(ctx: Context, service: str, *, timeout: float = DEFAULT_TIM
         hint = f"merge them: alembic -c {tree.ini} merge heads -m 'merge'"
     try:
         current = read_current(database_url(ctx, service), timeout=timeout)
+    except (errors.Unreachable, errors.PermissionDenied):
+        raise  # the cloud API itself failed: the command fails (exit 1), it is not a database state
     except Exception as e:  # noqa: BLE001 - an unreadable database is a status, not a crash
         reason, state, why = _unknown_reason(e)
         return MigrationStatus(service, heads, unknown=reason, sqlstate=state, error=error,

@@ -73,6 +73,21 @@ def test_empty_and_oversized_values_are_refused(local_cloud):
     assert big.code == 2 and "65536" in big.stderr
 
 
+def test_binary_secret_values_are_handled(local_cloud):
+    blob = bytes(range(256))
+    assert local_cloud("secrets", "set", "e2e-binary", input=blob).code == 0
+    got = json.loads(local_cloud("--json", "secrets", "get", "e2e-binary").stdout)["data"]
+    assert got["length"] == 256 and got["fingerprint"].startswith("fp:")
+    # A binary value where a connection string belongs: dsn reports it, no traceback, then repairs it.
+    assert local_cloud("secrets", "set", "fiat-gateway-database-url", input=b"\xff\xfe\x00garbage").code == 0
+    run = local_cloud("dsn", "fiat-gateway")
+    assert run.code == 1 and "Traceback" not in run.output
+    assert "error:" in run.stdout + run.stderr
+    fixed = local_cloud("--json", "dsn", "fiat-gateway", "--write-secret")
+    assert fixed.code == 0, fixed.output
+    assert json.loads(fixed.stdout)["data"]["services"][0]["written_version"] is not None
+
+
 @pytest.fixture(scope="module")
 def canary_cloud(local_cloud):
     """The canary stored as a service's database password, as a plain secret, and as a DSN secret."""
