@@ -250,6 +250,17 @@ class Config(Model):
             return list(dict.fromkeys(names))
         return list(self.services)
 
+    def with_images(self, overrides: list[str]) -> Config:
+        """This config with `SERVICE=IMAGE` overrides applied (deploy --image): what CI passes per build."""
+        services = dict(self.services)
+        for item in overrides:
+            name, sep, image = item.partition("=")
+            if not sep or not image or any(c.isspace() for c in image):
+                raise ConfigError(f"--image {item!r} is not SERVICE=IMAGE",
+                                  hint="e.g. --image fiat-gateway=us-central1-docker.pkg.dev/p/r/fiat-gateway:1.3.0")
+            services[name] = self.service(name).model_copy(update={"image": image})
+        return self.model_copy(update={"services": services})
+
     def vpc_connector_for(self, name: str) -> str | None:
         return self.services[name].vpc_connector or self.network.vpc_connector
 

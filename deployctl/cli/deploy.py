@@ -18,6 +18,8 @@ def deploy(ctx: typer.Context,
                False, "--detailed-exitcode",
                help="With --dry-run: exit 0 when there are no changes, 2 when changes are pending, 1 on error."),
            no_migrate: bool = typer.Option(False, "--no-migrate", help="Do not run pending migrations first."),
+           images: list[str] = typer.Option(None, "--image", metavar="SERVICE=IMAGE",
+                                            help="Deploy this image instead of the config's (repeatable)."),
            gate_successes: int = typer.Option(3, "--gate-successes", min=1,
                                               help="Consecutive HTTP 200s each health path must give."),
            gate_deadline: float = typer.Option(60.0, "--gate-deadline", min=0.5,
@@ -27,7 +29,7 @@ def deploy(ctx: typer.Context,
                                        "(`deployctl verify`); on failure move traffic back.")) -> None:
     """Plan, migrate, roll out a new revision with no traffic, health-gate it, then shift traffic to it."""
     execute(ctx, "deploy:deploy", services or None, all_, dry_run, not no_migrate, detailed_exitcode,
-            gate_successes, gate_deadline, not no_status, verify, schema="deploy")
+            gate_successes, gate_deadline, not no_status, verify, images or None, schema="deploy")
 
 
 def rollback(ctx: typer.Context, service: str = typer.Argument(..., help="The service."),

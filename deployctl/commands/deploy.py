@@ -108,9 +108,12 @@ def _show(value: object) -> str:
 
 def deploy(ctx: Context, services: list[str] | None = None, all_: bool = False, dry_run: bool = False,
            migrate: bool = True, detailed_exitcode: bool = False, successes: int = 3,
-           gate_deadline: float = 60.0, show_status: bool = True, verify: bool = False) -> DeployResult:
+           gate_deadline: float = 60.0, show_status: bool = True, verify: bool = False,
+           images: list[str] | None = None) -> DeployResult:
     from deployctl.deploy.rollout import Options, deploy_all
 
+    if images:  # the whole run (desired services, migration jobs, status) sees the overridden images
+        ctx.config = ctx.config.with_images(images)
     if not services and not all_:
         raise UsageError("name the services to deploy, or pass --all",
                          hint=f"services: {', '.join(ctx.config.services) or 'none'}")

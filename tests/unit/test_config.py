@@ -1,0 +1,38 @@
+"""Config models beyond what the CLI tests cover: overrides and references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deployctl import config
+from deployctl.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_image_overrides_apply_to_the_named_service_only():
+    cfg = config.load(ROOT / "configs", "dev")
+    new = cfg.with_images(["fiat-gateway=us-central1-docker.pkg.dev/acme-dev/services/fiat-gateway:9.9.9"])
+    assert new.services["fiat-gateway"].image.endswith(":9.9.9")
+    assert new.services["api-key-service"].image == cfg.services["api-key-service"].image
+    assert cfg.services["fiat-gateway"].image.endswith(":1.2.0"), "the loaded config is not mutated"
+    assert new.path == cfg.path and new.name == "dev"
+
+
+@pytest.mark.parametrize("bad, expect", [("fiat-gateway", "SERVICE=IMAGE"), ("fiat-gateway=", "SERVICE=IMAGE"),
+                                         ("fiat-gateway=a b", "SERVICE=IMAGE"), ("nope=img", "no service 'nope'")])
+def test_bad_image_overrides_are_config_errors(bad, expect):
+    cfg = config.load(ROOT / "configs", "dev")
+    with pytest.raises(ConfigError) as exc:
+        cfg.with_images([bad])
+    assert expect in exc.value.message
+
+
+def test_terraform_state_and_command_are_exclusive(tmp_path):
+    text = ('[environment]\nproject = "acme-dev"\nregion = "us-central1"\nterraform_state = "a.tfstate"\n'
+            'terraform_state_command = "terraform state pull"\n')
+    with pytest.raises(ConfigError) as exc:
+        config.parse(text, path=tmp_path / "x.toml", env="x")
+    assert "not both" in exc.value.message
