@@ -111,7 +111,7 @@ def _interrupted(names: list[str], finished: list[RunOut], current: str, runner:
 
     done = [f"{r.service}: {r.summary}" for r in finished]
     where = "its job execution" if runner == "job" else "alembic in this process"
-    not_done = [f"{current}: interrupted in {where}; the migration in progress rolled back, the ones before it "
+    not_done = [f"{current}: interrupted in {where}; a migration in progress rolls back, the ones before it "
                 "stay applied (deployctl migrate status shows where it is)"]
     not_done += [f"{n}: not started" for n in names[names.index(current) + 1:]]
     return interrupt.Cancelled(done, not_done)

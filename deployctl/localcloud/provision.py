@@ -12,14 +12,15 @@ import hashlib
 import json
 import secrets as pysecrets
 import string
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from deployctl import dsn as dsn_mod
-from deployctl import redact, terraform
+from deployctl import interrupt, redact, terraform
 from deployctl.config import Config
 from deployctl.emulator.state import atomic_write_text
-from deployctl.errors import CloudError, NotFound
+from deployctl.errors import AlreadyExists, CloudError, NotFound
 
 MARKER = "provisioned.json"
 # Terraform's random_password with special = true and this override_special, as in the story's state.
@@ -72,7 +73,10 @@ def provision(cfg: Config, state_dir: Path, endpoint, progress: Callable) -> Non
                 live = admin.get_instance(inst.name)
             except NotFound:
                 progress("local cloud", f"creating Cloud SQL instance {inst.name} (PostgreSQL 15)")
-                admin.insert_instance(inst.name, cfg.environment.region)
+                try:
+                    admin.insert_instance(inst.name, cfg.environment.region)
+                except AlreadyExists:  # an interrupted `local up` started creating it: wait for that one
+                    _wait_for_instance(admin, inst.name)
                 live = admin.get_instance(inst.name)
             ips[key] = live.private_ip
             tf["instances"].append({"key": key, "name": inst.name, "connection_name": inst.connection_name,
@@ -90,6 +94,18 @@ def provision(cfg: Config, state_dir: Path, endpoint, progress: Callable) -> Non
         clients.close()
     path = state_dir / "terraform.tfstate"
     terraform.write_state(path, terraform.render_state(project=project, **tf))
+
+
+def _wait_for_instance(admin, name: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin.get_instance(name)
+            return
+        except NotFound:
+            if time.monotonic() > deadline:
+                raise
+            interrupt.sleep(0.2)
 
 
 def _latest(store, secret_id: str):

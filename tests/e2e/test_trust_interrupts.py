@@ -1,0 +1,134 @@
+"""Ctrl-C (SIGINT to the CLI's process group, as a terminal sends it) during `local up`, `deploy` and `migrate`:
+the command ends within 2 s with exit 130, says what was done and what was not, leaves no process of its own
+behind and no migration lock held, and running it again finishes the job.
+
+The moment is chosen from the command's own stderr progress; a migration is held at the moment we want by
+holding its advisory lock from here (the run waits for it, and says so)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deployctl.migrate_env import advisory_lock_key
+
+from .conftest import ROOT, Cli
+from .test_migrate_cli import FIAT_HEAD, db, status_of
+
+STOP_WITHIN = 2.0
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    cli = Cli(tmp_path_factory.mktemp("interrupts"))
+    yield cli
+    cli("--yes", "local", "down", "--purge")
+
+
+def session_processes(sid: int) -> list[str]:
+    """Processes still in the CLI's session (it was started in a new one): its orphans, if any."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                out.append(f"{entry.name}: {cmdline}")
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def interrupt_when(cli: Cli, argv: list[str], marker: str, tmp_path: Path, *, wait: float = 90) -> tuple[int, str]:
+    """Run the CLI, send SIGINT once `marker` shows on its stderr; returns (exit code, stderr)."""
+    err_path = tmp_path / "stderr.txt"
+    with err_path.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "deployctl", *argv], env=cli.env, cwd=str(ROOT),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + wait
+        while marker not in err_path.read_text():
+            assert proc.poll() is None, f"exited before {marker!r}: {err_path.read_text()}"
+            assert time.monotonic() < deadline, err_path.read_text()
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        sent = time.monotonic()
+        code = proc.wait(timeout=10)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = err_path.read_text()
+    assert took < STOP_WITHIN, f"took {took:.1f}s to stop: {stderr}"
+    assert session_processes(proc.pid) == [], "orphans of the interrupted run"
+    return code, stderr
+
+
+def migration_sessions(conn, service: str) -> list:
+    return conn.run("SELECT pid, application_name FROM pg_stat_activity WHERE application_name LIKE :p",
+                    p=f"deployctl-migrate {service}%")
+
+
+def no_migration_session_within(conn, service: str, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while migration_sessions(conn, service):
+        assert time.monotonic() < deadline, migration_sessions(conn, service)
+        time.sleep(0.1)
+
+
+def test_local_up_interrupted_then_finished(cloud, tmp_path):
+    code, err = interrupt_when(cloud, ["local", "up"], "creating Cloud SQL instance", tmp_path)
+    assert code == 130, err
+    assert "interrupted" in err and "not done: provisioning" in err and "the emulator is running" in err
+    assert "Traceback" not in err
+    again = cloud("local", "up")
+    assert again.code == 0, again.output
+    assert cloud("secrets", "get", "fiat-gateway-db-password").code == 0
+
+
+def test_deploy_interrupted_during_a_migration_then_finished(cloud, tmp_path):
+    assert cloud("local", "up").code == 0
+    conn = db(cloud, "fiat-gateway")
+    try:
+        assert conn.run("SELECT pg_try_advisory_lock(:k)", k=advisory_lock_key("fiat-gateway")) == [[True]]
+        code, err = interrupt_when(cloud, ["deploy", "fiat-gateway", "--no-status"], "waiting up to", tmp_path)
+        assert code == 130, err
+        assert "fiat-gateway stopped before moving traffic; serving stays on no revision" in err, err
+        assert "execution fiat-gateway-migrate-" in err and "cancelled" in err, err
+        assert "run the same command again" in err and "Traceback" not in err
+        no_migration_session_within(conn, "fiat-gateway")  # the cancelled job's session (and lock) ended
+    finally:
+        conn.close()
+    again = cloud("--json", "deploy", "fiat-gateway", "--no-status")
+    assert again.code == 0, again.output
+    assert status_of(cloud, "fiat-gateway")["current"] == [FIAT_HEAD]
+
+
+@pytest.mark.parametrize("runner", ["job", "local"])
+def test_migrate_interrupted_while_waiting_for_the_lock_then_finished(cloud, tmp_path, runner):
+    conn = db(cloud, "fiat-gateway")
+    try:
+        assert conn.run("SELECT pg_try_advisory_lock(:k)", k=advisory_lock_key("fiat-gateway")) == [[True]]
+        code, err = interrupt_when(cloud, ["migrate", "fiat-gateway", "--runner", runner], "waiting up to",
+                                   tmp_path)
+        assert code == 130, err
+        assert "not done: fiat-gateway: interrupted" in err, err
+        if runner == "job":
+            assert "cancelled" in err, err
+        no_migration_session_within(conn, "fiat-gateway")
+    finally:
+        conn.close()
+    again = cloud("migrate", "fiat-gateway", "--runner", runner)  # a run takes the lock even at head
+    assert again.code == 0, again.output
+    assert status_of(cloud, "fiat-gateway")["current"] == [FIAT_HEAD]
