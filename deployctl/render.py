@@ -7,10 +7,12 @@ renderer bug cannot print a registered secret.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -26,8 +28,11 @@ from deployctl.errors import DeployctlError
 if TYPE_CHECKING:
     from deployctl.results import Result
 
+# Messages on stderr are never hard-wrapped (soft_wrap): a path or a command in them must survive a copy/paste
+# and a grep, whatever the terminal's width.
 STYLES = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim", "info": "", "dim": "dim",
           "bold": "bold", "": ""}
+SHORT_CELL = 40  # characters: a table column whose values are all this short is never wrapped
 SYMBOLS = {"ok": "✓", "warn": "!", "fail": "✗", "skip": "-", "info": "·"}
 
 
@@ -38,7 +43,7 @@ def envelope(schema: str, ok: bool, data, errors: list[dict], *, revealed: bool 
 
 class Renderer:
     def __init__(self, *, json_mode: bool = False, verbose: bool = False, no_color: bool = False,
-                 stdout=None, stderr=None) -> None:
+                 stdout=None, stderr=None, live: bool | None = None) -> None:
         self.json_mode = json_mode
         self.verbose = verbose
         no_color = no_color or bool(os.environ.get("NO_COLOR"))
@@ -50,6 +55,11 @@ class Renderer:
         self.err = Console(file=self._err_stream, no_color=no_color, highlight=False, stderr=True, width=width)
         self.github = os.environ.get("GITHUB_ACTIONS") == "true"
         self._lock = threading.Lock()
+        ci = os.environ.get("CI", "").lower() in ("true", "1")
+        self.live_enabled = (live if live is not None
+                             else self.err.is_terminal and not json_mode and not verbose and not ci)
+        self._live = None
+        self._live_rows: dict[str, Event] = {}
 
     # --- results -------------------------------------------------------------------------------------
     def result(self, result: Result) -> None:
@@ -58,7 +68,7 @@ class Renderer:
         if self.json_mode:
             data = result.model_dump(mode="json")
             doc = envelope(result.schema_name, result.ok, data, result.errors(), revealed=revealed)
-            self._json(doc, raw=revealed)
+            self._json(doc)
         else:
             for block in result.view():
                 self._block(block)
@@ -71,9 +81,9 @@ class Renderer:
             self._json(envelope(schema, False, None,
                                 [{"code": err.code, "message": err.message, "hint": err.hint}]))
         else:
-            self.err.print(Text("error: ", style="bold red") + Text(err.message))
+            self.err.print(Text("error: ", style="bold red") + Text(err.message), soft_wrap=True)
             if err.hint:
-                self.err.print(Text("  next: ", style="bold") + Text(err.hint))
+                self.err.print(Text("  next: ", style="bold") + Text(err.hint), soft_wrap=True)
         self._github_error(err.message)
         self.flush()
 
@@ -83,13 +93,13 @@ class Renderer:
                 else "re-run with --verbose for details")
         self.error(DeployctlError(message, hint=hint, code="internal"))
 
-    def _json(self, payload: dict, raw: bool = False) -> None:
+    def _json(self, payload: dict) -> None:
+        """Write an envelope already redacted value by value (envelope()). It bypasses the stream's line
+        redaction on purpose: masking the serialised text could hit JSON syntax (a secret equal to `true`,
+        a key) and corrupt the document; values were masked before serialising."""
         text = json.dumps(payload, indent=2, sort_keys=False) + "\n"
-        if raw:
-            self._out_stream.flush()
-            self._out_stream.raw.write(text)
-        else:
-            self._out_stream.write(text)
+        self._out_stream.flush()
+        self._out_stream.raw.write(text)
 
     def _github_error(self, message: str) -> None:
         if self.github and message:
@@ -97,19 +107,49 @@ class Renderer:
             self._err_stream.write(f"::error::{first}\n")
 
     # --- progress ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def live_progress(self) -> Iterator[None]:
+        """On a terminal, progress becomes a live table with one line per subject (service); in CI, through a
+        pipe, with --json or --verbose, it stays plain lines (a log that reads top to bottom)."""
+        if not self.live_enabled:
+            yield
+            return
+        from rich.live import Live
+
+        self._live_rows = {}
+        with Live(self._live_table(), console=self.err, refresh_per_second=8, transient=False) as live:
+            self._live = live
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self._live = None
+                    live.update(self._live_table(), refresh=True)
+
+    def _live_table(self) -> RichTable:
+        table = RichTable.grid(padding=(0, 1))
+        for subject, event in self._live_rows.items():
+            table.add_row(Text(SYMBOLS.get(event.status, "·"), style=STYLES.get(event.status, "")),
+                          Text(subject, style="bold"), Text(event.message, overflow="ellipsis", no_wrap=True))
+        return table
+
     def event(self, event: Event) -> None:
         if event.detail and not self.verbose:
             return
         with self._lock:
+            if self._live is not None and event.subject:
+                self._live_rows[event.subject] = event
+                self._live.update(self._live_table())
+                return
             symbol = SYMBOLS.get(event.status, "·")
             line = Text(f"{symbol} ", style=STYLES.get(event.status, ""))
             if event.subject:
                 line += Text(f"{event.subject}: ", style="bold")
             line += Text(event.message)
-            self.err.print(line)
+            self.err.print(line, soft_wrap=True)
 
     def note(self, message: str, style: str = "") -> None:
-        self.err.print(Text(message, style=STYLES.get(style, style)))
+        self.err.print(Text(message, style=STYLES.get(style, style)), soft_wrap=True)
 
     def flush(self) -> None:
         self._out_stream.flush()
@@ -119,8 +159,16 @@ class Renderer:
     def _block(self, block: views.Block) -> None:
         if isinstance(block, views.Table):
             table = RichTable(title=block.title, title_justify="left", header_style="bold")
-            for col in block.columns:
-                table.add_column(col, overflow="fold")
+            longest = [max([len(col)] + [len(_text(row[i]).plain) for row in block.rows if i < len(row)])
+                       for i, col in enumerate(block.columns)]
+            # Short values (names, ids, rules, states) are kept whole when the long columns can still get
+            # some room; long text wraps at spaces. On a very narrow terminal Rich shrinks every column.
+            short = [n <= SHORT_CELL for n in longest]
+            room = sum(n + 3 for n, s in zip(longest, short, strict=True) if s) + 12 * short.count(False)
+            keep_whole = room <= self.out.width
+            for col, n, is_short in zip(block.columns, longest, short, strict=True):
+                whole = keep_whole and is_short
+                table.add_column(col, overflow="fold", no_wrap=whole, min_width=n if whole else None)
             for row in block.rows:
                 table.add_row(*(_text(c) for c in row))
             self.out.print(table)

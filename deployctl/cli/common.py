@@ -96,7 +96,8 @@ def run(st: State, fn: Command, *args, schema: str = "error", **kwargs) -> ExitC
 
 def _run(st: State, fn: Command, *args, schema: str = "error", **kwargs) -> ExitCode:
     try:
-        result = resolve(fn)(st.context, *args, **kwargs)
+        with st.renderer.live_progress():
+            result = resolve(fn)(st.context, *args, **kwargs)
         st.renderer.result(result)
         return result.exit_code()
     except DeployctlError as e:

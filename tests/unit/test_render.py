@@ -1,0 +1,101 @@
+"""The renderer and the redaction it applies to everything it writes."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from deployctl import redact, views
+from deployctl.errors import ConfigError
+from deployctl.render import Renderer
+from deployctl.results import Result
+
+
+@pytest.fixture(autouse=True)
+def clean_registry():
+    redact.clear()
+    yield
+    redact.clear()
+
+
+class Sample(Result):
+    schema_name = "sample"
+    flag: bool
+    note: str
+
+    def view(self) -> list[views.Block]:
+        return [views.Fields([("note", self.note)])]
+
+
+def test_json_stays_valid_when_a_secret_looks_like_json_syntax():
+    for value in ("true", "false", "null", '": "'):
+        redact.register(value)
+    out = io.StringIO()
+    Renderer(json_mode=True, stdout=out, stderr=io.StringIO()).result(Sample(flag=True, note="it is true"))
+    doc = json.loads(out.getvalue())
+    assert doc["ok"] is True and doc["data"]["flag"] is True
+    assert doc["data"]["note"] == "it is ***"
+
+
+def test_errors_in_json_are_masked_and_valid():
+    redact.register("s3cr3t-value")
+    out = io.StringIO()
+    Renderer(json_mode=True, stdout=out, stderr=io.StringIO()).error(ConfigError("bad s3cr3t-value", hint="x"))
+    doc = json.loads(out.getvalue())
+    assert doc["ok"] is False and doc["errors"][0]["message"] == "bad ***"
+
+
+def test_human_output_masks_a_secret_split_across_writes():
+    redact.register("split-secret-value")
+    sink = io.StringIO()
+    writer = redact.RedactingWriter(sink)
+    writer.write("a split-sec")
+    writer.write("ret-value b\n")
+    writer.flush()
+    assert sink.getvalue() == "a *** b\n"
+
+
+def test_encoded_forms_are_masked():
+    pw = "p@ss w+rd/%é"
+    redact.register(pw)
+    from base64 import b64encode
+    from urllib.parse import quote, quote_plus
+
+    for form in (pw, quote(pw, safe=""), quote_plus(pw), b64encode(pw.encode()).decode(), json.dumps(pw)[1:-1]):
+        assert redact.redact(f"<{form}>") == "<***>", form
+
+
+def test_live_progress_keeps_one_line_per_subject_on_a_terminal():
+    from rich.console import Console
+
+    from deployctl.context import Event
+
+    err = io.StringIO()
+    r = Renderer(stdout=io.StringIO(), stderr=err, live=True)
+    r.err = Console(file=r._err_stream, force_terminal=True, width=100, no_color=True)
+    with r.live_progress():
+        r.event(Event("fiat-gateway", "creating revision"))
+        r.event(Event("api-key-service", "health gate passed", "ok"))
+        r.event(Event("fiat-gateway", "deployed fiat-gateway-0001", "ok"))
+    r.flush()
+    import re
+
+    # Rich redraws the region in place; the last frame (after the last cursor-up) is what stays on screen.
+    last_frame = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", err.getvalue().rsplit("\x1b[1A", 1)[-1])
+    lines = [line.strip() for line in last_frame.splitlines() if line.strip()]
+    assert lines == ["✓ fiat-gateway    deployed fiat-gateway-0001", "✓ api-key-service health gate passed"]
+
+
+def test_plain_progress_lines_off_a_terminal():
+    from deployctl.context import Event
+
+    err = io.StringIO()
+    r = Renderer(stdout=io.StringIO(), stderr=err)
+    assert r.live_enabled is False
+    with r.live_progress():
+        r.event(Event("fiat-gateway", "creating revision"))
+        r.event(Event("fiat-gateway", "deployed", "ok"))
+    r.flush()
+    assert err.getvalue().splitlines() == ["· fiat-gateway: creating revision", "✓ fiat-gateway: deployed"]
