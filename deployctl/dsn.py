@@ -185,7 +185,7 @@ def lint(url: str, *, private_ip: str | None = None, driver_hint: str | None = N
     m = _USERINFO_RE.match(value)
     if not m:
         add("bad-scheme", "error", "not a URL: no '<scheme>://' at the start",
-            "use postgresql+pg8000://USER:PASSWORD@HOST:5432/DB?sslmode=require")
+            "use postgresql+pg8000://<user>:<password>@<host>:5432/<db>?sslmode=require")
         return out
     scheme, rest = m["scheme"], m["rest"]
     if scheme not in SCHEMES:
