@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from deployctl import redact
+from deployctl.db.sqlstate import error_fields, exception_chain, sqlstate_of
 
 DB_PROBE_TIMEOUT = 2.0
 DB_CALL_TIMEOUT = 5.0
@@ -112,34 +113,13 @@ class RequestLogMiddleware:
 
 # --- database --------------------------------------------------------------------------------------------
 
-def _error_chain(exc: BaseException):
-    seen: list[BaseException] = []
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop(0)
-        if e is None or any(e is s for s in seen):
-            continue
-        seen.append(e)
-        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
-    return seen
-
-
-def sqlstate_of(exc: BaseException) -> str | None:
-    for e in _error_chain(exc):
-        first = e.args[0] if e.args else None
-        if isinstance(first, dict) and first.get("C"):
-            return str(first["C"])
-    return None
-
-
 def describe_db_error(exc: BaseException) -> str:
     """The class of a database failure, for people: SQLSTATE and server message, or the network / SSL /
     configuration cause. Never the URL or a password: driver messages that may echo the URL are not used."""
-    chain = _error_chain(exc)
-    for e in chain:
-        first = e.args[0] if e.args else None
-        if isinstance(first, dict) and first.get("C"):
-            return redact.redact(f"SQLSTATE {first['C']}: {first.get('M', '')}".strip())
+    chain = list(exception_chain(exc))
+    fields = error_fields(exc)
+    if fields:
+        return redact.redact(f"SQLSTATE {fields['C']}: {fields.get('M', '')}".strip())
     for e in chain:
         if isinstance(e, ConnectionRefusedError):
             return "network: connection refused"

@@ -26,7 +26,7 @@ class Diagnosis:
     hint: str
 
 
-def _chain(exc: BaseException | None, limit: int = 10):
+def exception_chain(exc: BaseException | None, limit: int = 10):
     """exc, its .orig, its __cause__/__context__ ... (bounded, no repeats)."""
     seen: list[int] = []
     todo = [exc]
@@ -41,7 +41,7 @@ def _chain(exc: BaseException | None, limit: int = 10):
 
 def error_fields(exc: BaseException) -> dict | None:
     """The server's ErrorResponse fields (C, M, D, H, S, ...) from a pg8000 error however wrapped."""
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         args = getattr(e, "args", ())
         if args and isinstance(args[0], dict) and "C" in args[0]:
             return args[0]
@@ -54,7 +54,7 @@ def sqlstate_of(exc: BaseException) -> str | None:
 
 
 def _network(exc: BaseException) -> tuple[str, BaseException] | None:
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         if isinstance(e, ssl.SSLCertVerificationError):
             return "ssl-verify", e
         if isinstance(e, ConnectionRefusedError):
@@ -63,7 +63,7 @@ def _network(exc: BaseException) -> tuple[str, BaseException] | None:
             return "timeout", e
         if isinstance(e, socket.gaierror):
             return "dns", e
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         if isinstance(e, (ConnectionResetError, BrokenPipeError, ssl.SSLError)):
             return "reset", e
         if "Server refuses SSL" in str(e):

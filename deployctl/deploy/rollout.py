@@ -208,13 +208,29 @@ def rollout(ctx: Context, prep: Prepared, opts: Options) -> Outcome:
     if not result.passed:
         return _failed(ctx, out, rev_id, f"health gate failed after {result.elapsed:.1f}s", result.failure)
     ctx.progress(name, f"health gate passed ({result.elapsed:.1f}s)", "ok")
-    with _conflicts_explained(name):  # moving traffic only if nobody deployed over our candidate meanwhile
-        svc = run.set_traffic(name, [TrafficTarget(percent=100, revision=rev_id)], etag=svc.etag,
-                              deadline=deadline)
+    svc = _shift_traffic(run, name, rev_id, svc, deadline)
     ctx.progress(name, f"deployed {rev_id}: 100% of traffic ({svc.uri})", "ok")
     if opts.after_traffic and (why := opts.after_traffic(ctx, name, previous)):
         return replace(out, reason=why, url=svc.uri)  # status stays FAILED
     return replace(out, status=DEPLOYED, url=svc.uri)
+
+
+def _shift_traffic(run: RunServices, name: str, rev_id: str, svc: Service, deadline: float) -> Service:
+    """All traffic to our candidate, only if nobody deployed over it meanwhile (the etag guards that).
+
+    An etag also changes when Cloud Run updates the service's status rather than its spec (conditions,
+    traffic statuses). That is not another deploy: when the generation is still the one our rollout made and
+    our candidate is still the latest revision, retry once against the fresh etag."""
+    target = [TrafficTarget(percent=100, revision=rev_id)]
+    try:
+        with _conflicts_explained(name):
+            return run.set_traffic(name, target, etag=svc.etag, deadline=deadline)
+    except errors.Conflict:
+        fresh = run.get(name)
+        if fresh.generation != svc.generation or fresh.latest_created != rev_id:
+            raise
+    with _conflicts_explained(name):
+        return run.set_traffic(name, target, etag=fresh.etag, deadline=deadline)
 
 
 @contextmanager
