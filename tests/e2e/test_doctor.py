@@ -285,3 +285,27 @@ def test_j_all_healthy(cloud, cloudapi):
     human = cloud("doctor")
     assert human.code == 0 and "✓ cross-chain-integration" in human.stdout and "db.passwords" in human.stdout
     assert_no_secret(cloudapi, out, human.output)
+
+
+def test_k_cloud_run_checks_on_a_deployed_service(cloud, cloudapi):
+    """The Cloud Run checks on a real deployed revision: all pass, then its pinned secret version is disabled."""
+    svc = "api-key-service"
+    deployed = cloud("deploy", svc, "--no-status")
+    assert deployed.code == 0, deployed.output
+    code, doc, out = doctor(cloud, svc)
+    c = checks(doc, svc)
+    assert code == 0, out
+    for cid in ("run.ready", "run.revision", "run.pinned-secrets", "run.health"):
+        assert c[cid]["status"] == "pass", (cid, c[cid])
+    pinned = cloudapi.store.versions("api-key-pepper")[0].number  # newest first: what deploy pinned
+    cloudapi.store.disable("api-key-pepper", pinned)
+    try:
+        code, doc, out = doctor(cloud, svc)
+        c = checks(doc, svc)
+        assert code == 1, out
+        assert c["run.pinned-secrets"]["status"] == "fail"
+        assert f"api-key-pepper:{pinned}" in c["run.pinned-secrets"]["cause"]
+        assert c["run.pinned-secrets"]["next_step"] == f"deployctl deploy {svc}"
+        assert c["run.ready"]["status"] == "pass"  # the running revision still serves: only new instances fail
+    finally:
+        cloudapi.store.enable("api-key-pepper", pinned)
