@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from deployctl.osutil import atomic_write_text
+
 
 @dataclass
 class KeyPair:
@@ -76,9 +78,9 @@ def load_or_make_ca(directory: Path) -> KeyPair:
     cert, key = directory / "ca.crt", directory / "ca.key"
     if cert.exists() and key.exists():
         return KeyPair(cert.read_bytes(), key.read_bytes())
-    directory.mkdir(parents=True, exist_ok=True)
     ca = make_ca()
-    key.write_bytes(ca.key_pem)
-    key.chmod(0o600)
-    cert.write_bytes(ca.cert_pem)
+    # Each file appears whole (a crash leaves none or all of it), the key at 0600 from the start.
+    atomic_write_text(key, ca.key_pem.decode())
+    atomic_write_text(cert, ca.cert_pem.decode())
+    cert.chmod(0o644)
     return ca

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from deployctl.emulator import certs
+from deployctl.osutil import atomic_write_text
 
 log = logging.getLogger("deployctl.emulator.sqladmin")
 
@@ -105,9 +106,8 @@ class TlsForwarder:
         pem = self.cert_dir / f"proxy-{ip}.pem"
         if not pem.exists():
             server = certs.issue(self.ca, dns_name, hosts=[ip, dns_name])
-            self.cert_dir.mkdir(parents=True, exist_ok=True)
-            pem.touch(mode=0o600)
-            pem.write_bytes(server.key_pem + server.cert_pem)
+            # 0600 and whole: a file torn by a crash would keep this instance's listener from starting again.
+            atomic_write_text(pem, (server.key_pem + server.cert_pem).decode())
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(str(pem))
         ctx.load_verify_locations(cadata=self.ca.cert_pem.decode())

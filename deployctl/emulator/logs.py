@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 
+from deployctl.emulator import run_common
 from deployctl.emulator.rpc import Method, invalid, service
 
 SEVERITIES = ["DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY"]
@@ -197,10 +198,7 @@ class Logging:
         found = [e for e in self.store.entries()
                  if (not projects or e["log_name"].split("/")[1] in projects) and matches(e, terms)]
         found.sort(key=lambda e: e["ts"], reverse=len(order) > 1 and order[1] == "desc")
-        start = int(req.page_token or 0)
-        size = min(req.page_size or 50, MAX_PAGE)
-        page = found[start:start + size]
-        token = str(start + size) if start + size < len(found) else ""
+        page, token = run_common.page(found, min(req.page_size or 50, MAX_PAGE), req.page_token)
         return ListLogEntriesResponse(entries=[to_proto(e) for e in page], next_page_token=token)
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:

@@ -13,6 +13,7 @@ import uuid
 
 import grpc
 
+from deployctl.emulator import run_common
 from deployctl.emulator.rpc import Method, RpcError, not_found, service
 from deployctl.emulator.state import Store
 
@@ -122,10 +123,7 @@ class Operations:
         def list_(req):
             prefix = req.name.rstrip("/") + "/operations/" if req.name else ""
             names = [r["name"] for r in self.store.list(COLLECTION, prefix)]
-            start = int(req.page_token or 0)
-            size = req.page_size or 100
-            page = names[start:start + size]
-            token = str(start + size) if start + size < len(names) else ""
+            page, token = run_common.page(names, req.page_size, req.page_token)
             return operations_pb2.ListOperationsResponse(operations=[self.proto(n) for n in page],
                                                          next_page_token=token)
 

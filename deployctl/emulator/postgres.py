@@ -71,6 +71,15 @@ def scram_verifier(password: str, iterations: int = 4096) -> str:
     return f"SCRAM-SHA-256${iters}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file that is 0600 from its creation: a password or key must never be readable, even briefly, in
+    a directory other users can traverse (the cluster base when running as root)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -119,8 +128,7 @@ class Cluster:
         self.data_dir.chmod(0o700)
         self._chown(self.data_dir)
         pwfile = self.data_dir.parent / f".{self.data_dir.name}.pw"
-        pwfile.write_text(self.superuser_password)
-        pwfile.chmod(0o600)
+        _write_private(pwfile, self.superuser_password.encode())
         self._chown(pwfile)
         try:
             self._run("initdb", "-D", str(self.data_dir), "-U", PG_USER, "--auth=scram-sha-256",
@@ -132,7 +140,7 @@ class Cluster:
         for name, data, mode in (("server.crt", server.cert_pem, 0o644), ("server.key", server.key_pem, 0o600),
                                  ("root.crt", ca.cert_pem, 0o644)):
             path = self.data_dir / name
-            path.write_bytes(data)
+            _write_private(path, data)
             path.chmod(mode)
             self._chown(path)
         (self.data_dir / "pg_hba.conf").write_text(

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import grpc
 
-from deployctl.emulator.rpc import RpcError, invalid
+from deployctl.emulator.rpc import RpcError, invalid, not_found
 
 _ID = re.compile(r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$")
 _BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "SSL_CERT_FILE", "VIRTUAL_ENV")
@@ -74,6 +74,21 @@ def load(cls, data: dict):
 def etag_of(msg) -> str:
     body = type(msg).serialize(msg)
     return '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+
+
+def fetch(store, collection: str, cls, name: str, kind: str):
+    """The stored message `name` of `cls` (e.g. Service), or NOT_FOUND naming it as `kind` (e.g. "Service")."""
+    data = store.get(collection, name)
+    if data is None:
+        raise not_found(f"{kind} {name}")
+    return load(cls, data)
+
+
+def save(store, collection: str, msg) -> None:
+    """Store `msg` under its name with a fresh etag (computed over the message without its old one)."""
+    msg.etag = ""
+    msg.etag = etag_of(msg)
+    store.put(collection, msg.name, dump(msg))
 
 
 def check_etag(given: str, current: str, name: str) -> None:

@@ -51,23 +51,15 @@ class JobsApi:
     def _job(self, name: str):
         from google.cloud.run_v2.types import Job
 
-        data = self.store.get(JOBS, name)
-        if data is None:
-            raise not_found(f"Job {name}")
-        return rc.load(Job, data)
+        return rc.fetch(self.store, JOBS, Job, name, "Job")
 
     def _execution(self, name: str):
         from google.cloud.run_v2.types import Execution
 
-        data = self.store.get(EXECUTIONS, name)
-        if data is None:
-            raise not_found(f"Execution {name}")
-        return rc.load(Execution, data)
+        return rc.fetch(self.store, EXECUTIONS, Execution, name, "Execution")
 
     def _save(self, collection: str, msg) -> None:
-        msg.etag = ""
-        msg.etag = rc.etag_of(msg)
-        self.store.put(collection, msg.name, rc.dump(msg))
+        rc.save(self.store, collection, msg)
 
     # --- Jobs -------------------------------------------------------------------------------------------
     def create_job(self, req):

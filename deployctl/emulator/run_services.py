@@ -38,18 +38,12 @@ class ServicesApi:
     def _service(self, name: str):
         from google.cloud.run_v2.types import Service
 
-        data = self.store.get(SERVICES, name)
-        if data is None:
-            raise not_found(f"Service {name}")
-        return rc.load(Service, data)
+        return rc.fetch(self.store, SERVICES, Service, name, "Service")
 
     def _revision(self, name: str):
         from google.cloud.run_v2.types import Revision
 
-        data = self.store.get(REVISIONS, name)
-        if data is None:
-            raise not_found(f"Revision {name}")
-        return rc.load(Revision, data)
+        return rc.fetch(self.store, REVISIONS, Revision, name, "Revision")
 
     def _revisions_of(self, service_name: str) -> list:
         from google.cloud.run_v2.types import Revision
@@ -57,14 +51,10 @@ class ServicesApi:
         return [rc.load(Revision, d) for d in self.store.list(REVISIONS, service_name + "/revisions/")]
 
     def _save_service(self, svc) -> None:
-        svc.etag = ""
-        svc.etag = rc.etag_of(svc)
-        self.store.put(SERVICES, svc.name, rc.dump(svc))
+        rc.save(self.store, SERVICES, svc)
 
     def _save_revision(self, rev) -> None:
-        rev.etag = ""
-        rev.etag = rc.etag_of(rev)
-        self.store.put(REVISIONS, rev.name, rc.dump(rev))
+        rc.save(self.store, REVISIONS, rev)
 
     # --- Services RPCs --------------------------------------------------------------------------------
     def create_service(self, req):
@@ -138,14 +128,17 @@ class ServicesApi:
             for key in [k for k in self.proxies if k == req.name or k.startswith(req.name + "#")]:
                 self.proxies.pop(key).close()
                 self.store.delete(PROXIES, key)
-            for rev in self._revisions_of(req.name):
-                self.runtime.stop(rev.name)
+            revisions = self._revisions_of(req.name)
+            for rev in revisions:
                 self.store.delete(REVISIONS, rev.name)
             self.store.delete(SERVICES, req.name)
             self.store.delete(PROXIES, req.name)
             self.store.delete(ROLLOUTS, req.name)
-            svc.delete_time = rc.now_ts()
-            return self.ops.proto(self.ops.completed(rc.parent_of(req.name), svc))
+        # Stopping a process may take its grace period: not under the lock every other Services RPC needs.
+        for rev in revisions:
+            self.runtime.stop(rev.name)
+        svc.delete_time = rc.now_ts()
+        return self.ops.proto(self.ops.completed(rc.parent_of(req.name), svc))
 
     # --- Revisions RPCs -------------------------------------------------------------------------------
     def get_revision(self, req):
@@ -177,9 +170,9 @@ class ServicesApi:
                                "move its traffic to another revision first")
             if req.validate_only:
                 return self.ops.proto(self.ops.completed(rc.parent_of(req.name), rev))
-            self.runtime.stop(rev.name)
             self.store.delete(REVISIONS, rev.name)
-            return self.ops.proto(self.ops.completed(rc.parent_of(req.name), rev))
+        self.runtime.stop(rev.name)
+        return self.ops.proto(self.ops.completed(rc.parent_of(req.name), rev))
 
     # --- rollouts -------------------------------------------------------------------------------------
     def _validate(self, svc, existing_revisions: set[str]) -> None:

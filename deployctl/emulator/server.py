@@ -25,7 +25,8 @@ from pathlib import Path
 import grpc
 
 from deployctl.emulator.faults import FaultConfig, FaultInterceptor
-from deployctl.emulator.state import Store, atomic_write_text
+from deployctl.emulator.state import Store
+from deployctl.osutil import atomic_write_text
 from deployctl.redact import RedactingFilter
 
 log = logging.getLogger("deployctl.emulator")

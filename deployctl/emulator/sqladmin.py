@@ -23,6 +23,7 @@ from deployctl.emulator import certs, connector
 from deployctl.emulator.netaddr import allocate_private_ip
 from deployctl.emulator.postgres import CLOUDSQL_SUPERUSER, PG_USER, Cluster, cluster_base, quote_ident
 from deployctl.emulator.rpc import Method, RpcError, already_exists, failed_precondition, invalid, service
+from deployctl.osutil import pid_alive
 
 log = logging.getLogger("deployctl.emulator.sqladmin")
 
@@ -160,7 +161,7 @@ class SqlAdminEmulator:
 
         cluster = self._cluster(rec)
         pid = cluster.postmaster_pid()
-        state = "RUNNABLE" if pid and _alive(pid) else "FAILED"  # killed by hand: report it, as a doctor needs
+        state = "RUNNABLE" if pid and pid_alive(pid) else "FAILED"  # killed by hand: report it, as a doctor needs
         project, name, region = rec["project"], rec["name"], rec["region"]
         ca_cert = t.SslCert(kind="sql#sslCert", cert=self.ca.cert_pem.decode(), instance=name,
                             common_name="deployctl local CA")
@@ -248,6 +249,11 @@ class SqlAdminEmulator:
         rows = self._execute(rec, "SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY rolname")
         return [r[0] for r in rows]
 
+    def _user_exists(self, rec: dict, name: str) -> bool:
+        # PostgreSQL's predefined pg_* roles are not users on Cloud SQL.
+        return not name.startswith("pg_") and bool(
+            self._execute(rec, "SELECT 1 FROM pg_roles WHERE rolname = :n", n=name))
+
     def list_users(self, req):
         from google.cloud.sqladmin_v1 import types as t
 
@@ -257,8 +263,7 @@ class SqlAdminEmulator:
 
     def get_user(self, req):
         rec = self._require(req.project, req.instance)
-        if req.name.startswith("pg_") or not self._execute(rec, "SELECT 1 FROM pg_roles WHERE rolname = :n",
-                                                           n=req.name):
+        if not self._user_exists(rec, req.name):
             raise _not_found(f"The user {req.name} does not exist in instance {req.instance}.")
         return self._user_message(rec, req.name)
 
@@ -268,7 +273,7 @@ class SqlAdminEmulator:
         if not name:
             raise invalid("body.name is required")
         redact.register(password or None)
-        if self._execute(rec, "SELECT 1 FROM pg_roles WHERE rolname = :n", n=name):
+        if self._execute(rec, "SELECT 1 FROM pg_roles WHERE rolname = :n", n=name):  # pg_* too: taken
             raise already_exists(f"user {name} in instance {req.instance}")
         self._cluster(rec).create_role(name, password or None, in_role=CLOUDSQL_SUPERUSER)
         return self._operation(req.project, req.instance, "CREATE_USER")
@@ -276,8 +281,7 @@ class SqlAdminEmulator:
     def update_user(self, req):
         rec = self._require(req.project, req.instance)
         name = req.name or req.body.name
-        if name.startswith("pg_") or not self._execute(rec, "SELECT 1 FROM pg_roles WHERE rolname = :n",
-                                                       n=name):
+        if not self._user_exists(rec, name):
             raise _not_found(f"The user {name} does not exist in instance {req.instance}.")
         if req.body.password:
             redact.register(req.body.password)
@@ -291,7 +295,7 @@ class SqlAdminEmulator:
         rec = self._require(req.project, req.instance)
         if req.name == PG_USER:
             raise invalid("the postgres user cannot be deleted")
-        if not self._execute(rec, "SELECT 1 FROM pg_roles WHERE rolname = :n", n=req.name):
+        if not self._user_exists(rec, req.name):
             raise _not_found(f"The user {req.name} does not exist in instance {req.instance}.")
         try:
             self._execute(rec, f"DROP ROLE {quote_ident(req.name)}")
@@ -341,18 +345,6 @@ class SqlAdminEmulator:
             raise _not_found(f"The database {req.database} does not exist in instance {req.instance}.")
         self._cluster(rec).drop_database(req.database)
         return self._operation(req.project, req.instance, "DELETE_DATABASE")
-
-
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def create(emulator) -> SqlAdminEmulator:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deployctl.errors import LocalCloudError
+from deployctl.osutil import atomic_write_text, pid_alive
 
 ENDPOINT_FILE = "emulator.json"
 START_TIMEOUT = 60.0
@@ -53,20 +54,6 @@ def exclusive(state_dir: Path, name: str = "lifecycle.lock", timeout: float = 12
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _port_open(address: str, timeout: float = 0.5) -> bool:
@@ -104,7 +91,7 @@ def start(state_dir: Path, project_root: Path) -> Endpoint:
              "--project-root", str(project_root)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env,
             start_new_session=True, cwd=str(project_root))
-    (state_dir / "emulator.pid").write_text(str(proc.pid))
+    atomic_write_text(state_dir / "emulator.pid", str(proc.pid))  # `down` reads it: never half a pid
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         endpoint = find(state_dir)

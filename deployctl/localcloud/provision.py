@@ -19,8 +19,8 @@ from pathlib import Path
 from deployctl import dsn as dsn_mod
 from deployctl import interrupt, redact, terraform
 from deployctl.config import Config
-from deployctl.emulator.state import atomic_write_text
 from deployctl.errors import AlreadyExists, CloudError, NotFound
+from deployctl.osutil import atomic_write_text
 
 MARKER = "provisioned.json"
 # Terraform's random_password with special = true and this override_special, as in the story's state.
