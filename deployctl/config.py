@@ -329,7 +329,8 @@ def parse(text: str, *, path: Path, env: str) -> Config:
                           hint=f"fix the fields above, then run `deployctl --env {env} config validate`",
                           details={"errors": _error_list(e)}) from None
     except (ValueError, TypeError, RecursionError) as e:  # e.g. a cycle found while validating
-        raise ConfigError(f"{path}: invalid configuration: {e}") from None
+        raise ConfigError(f"{path}: invalid configuration: {e}",
+                          hint=f"fix the file, then run `deployctl --env {env} config validate`") from None
     path = path.resolve()
     return cfg.model_copy(update={"name": env, "path": path, "root": path.parent.parent})
 

@@ -137,7 +137,9 @@ def read(path: Path | None = None, command: str | None = None, timeout: float = 
         raise ConfigError(f"Terraform state {path} does not exist",
                           hint="run `terraform state pull > FILE` or fix terraform_state") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"Terraform state {path} is not readable: {type(e).__name__}") from None
+        raise ConfigError(f"Terraform state {path} is not readable: {type(e).__name__}",
+                          hint="check the file's permissions and that it is Terraform's JSON state "
+                               "(`terraform state pull > FILE`)") from None
 
 
 # --- writing (the local cloud's "Terraform") --------------------------------------------------------------

@@ -41,6 +41,8 @@ ROLE_FOR_PERMISSION: dict[str, str] = {
     "run.jobs.run": "roles/run.developer",
     "run.executions.get": "roles/run.developer",
     "run.executions.list": "roles/run.developer",
+    "run.executions.cancel": "roles/run.developer",
+    "run.services.delete": "roles/run.developer",
     "run.operations.get": "roles/run.developer",
     "run.routes.invoke": "roles/run.invoker",
     "iam.serviceAccounts.actAs": "roles/iam.serviceAccountUser",  # deploying as a runtime service account
@@ -113,7 +115,9 @@ def translate(exc: BaseException, *, resource: str, config_ref: str | None = Non
                else detail)
         return errors.Unreachable(f"no answer from the API while working on {resource}: {why}",
                                   hint=UNREACHABLE_HINT, details={**details, "detail": detail})
-    return errors.CloudError(f"the API call for {resource} failed: {detail}", details=details)
+    return errors.CloudError(f"the API call for {resource} failed: {detail}",
+                             hint="retry; if it fails again, run with -v and check the resource's state "
+                                  "(`deployctl doctor`)", details=details)
 
 
 def _permission_denied(exc, gexc, resource, referred, detail, permission, details) -> errors.PermissionDenied:

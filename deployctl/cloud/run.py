@@ -101,7 +101,7 @@ class Revision:
     args: list[str]
 
 
-def _short(name: str) -> str:
+def short_name(name: str) -> str:
     return name.rsplit("/", 1)[-1] if name else ""
 
 
@@ -118,7 +118,7 @@ def split_env(container) -> tuple[dict[str, str], dict[str, str]]:
     for e in container.env:
         ref = e.value_source.secret_key_ref
         if ref.secret:
-            secret[e.name] = f"{_short(ref.secret)}:{ref.version or 'latest'}"
+            secret[e.name] = f"{short_name(ref.secret)}:{ref.version or 'latest'}"
         else:
             plain[e.name] = e.value
     return plain, secret
@@ -151,9 +151,9 @@ def to_service(msg) -> Service:
     container = msg.template.containers[0] if msg.template.containers else None
     plain, secret = split_env(container) if container else ({}, {})
     return Service(
-        name=msg.name, id=_short(msg.name), uri=msg.uri, generation=msg.generation,
+        name=msg.name, id=short_name(msg.name), uri=msg.uri, generation=msg.generation,
         observed_generation=msg.observed_generation, etag=msg.etag,
-        latest_ready=_short(msg.latest_ready_revision), latest_created=_short(msg.latest_created_revision),
+        latest_ready=short_name(msg.latest_ready_revision), latest_created=short_name(msg.latest_created_revision),
         ready=ready, ready_message=message, reconciling=msg.reconciling,
         traffic=[TrafficTarget(percent=s.percent, revision=s.revision or None, tag=s.tag, uri=s.uri)
                  for s in msg.traffic_statuses],
@@ -185,7 +185,7 @@ def to_revision(msg) -> Revision:
     ready, message = _ready(list(msg.conditions))
     container = msg.containers[0] if msg.containers else None
     plain, secret = split_env(container) if container else ({}, {})
-    return Revision(name=msg.name, id=_short(msg.name), service=msg.service, generation=msg.generation,
+    return Revision(name=msg.name, id=short_name(msg.name), service=msg.service, generation=msg.generation,
                     ready=ready, ready_message=message, create_time=msg.create_time or None,
                     image=container.image if container else "", env=plain, secrets=secret,
                     command=list(container.command) if container else [],
@@ -301,16 +301,13 @@ class RunServices:
     def _finish(self, op, name: str, on_progress, deadline) -> Service:
         from google.api_core import exceptions as gexc
 
-        try:
-            with translated(name, permission="run.operations.get"):
-                try:
-                    return to_service(wait_operation(self.clients, op, on_progress=on_progress,
-                                                     deadline=deadline, convert=to_service))
-                except gexc.FailedPrecondition:
-                    pass
-        except errors.DeployctlError:
-            raise
-        svc = self.get(_short(name))
+        with translated(name, permission="run.operations.get"):
+            try:
+                return to_service(wait_operation(self.clients, op, on_progress=on_progress,
+                                                 deadline=deadline, convert=to_service))
+            except gexc.FailedPrecondition:
+                pass  # the revision failed: say which one, and where traffic stayed
+        svc = self.get(short_name(name))
         raise errors.CloudError(
             f"service {svc.id}: the new revision {svc.latest_created} did not become ready; traffic stays on "
             f"{', '.join(svc.serving) or 'no revision'}. {svc.ready_message}",
@@ -319,7 +316,7 @@ class RunServices:
 
     def delete(self, service_id: str, *, deadline: float | None = None) -> None:
         name = self.service_name(service_id)
-        with translated(name):
+        with translated(name, permission="run.services.delete"):
             op = self.clients.services.delete_service(name=name, **self.clients.policy.call())
             self.clients.policy.wait(op, deadline=deadline)
 

@@ -14,16 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from deployctl import errors
+from deployctl import errors, interrupt
 from deployctl.cloud.clients import Clients
 from deployctl.cloud.errors import translated
-from deployctl.cloud.run import ContainerSpec, container_message, split_env, vpc_access, wait_operation
-
-SUCCEEDED = 4  # Condition.State
-
-
-def _short(name: str) -> str:
-    return name.rsplit("/", 1)[-1] if name else ""
+from deployctl.cloud.run import (
+    FAILED,
+    SUCCEEDED,
+    ContainerSpec,
+    container_message,
+    short_name,
+    split_env,
+    vpc_access,
+    wait_operation,
+)
 
 
 @dataclass(frozen=True)
@@ -62,17 +65,17 @@ class Execution:
 def to_job(msg) -> Job:
     container = msg.template.template.containers[0]
     plain, secret = split_env(container)
-    return Job(name=msg.name, id=_short(msg.name), etag=msg.etag, generation=msg.generation,
+    return Job(name=msg.name, id=short_name(msg.name), etag=msg.etag, generation=msg.generation,
                image=container.image, command=list(container.command), args=list(container.args), env=plain,
                secrets=secret, execution_count=msg.execution_count,
-               latest_execution=_short(msg.latest_created_execution.name),
+               latest_execution=short_name(msg.latest_created_execution.name),
                vpc_connector=msg.template.template.vpc_access.connector)
 
 
 def to_execution(msg) -> Execution:
     completed = next((c for c in msg.conditions if c.type_ == "Completed"), None)
-    done = bool(msg.completion_time) or (completed is not None and completed.state in (3, 4))
-    return Execution(name=msg.name, id=_short(msg.name), job=msg.job, done=done,
+    done = bool(msg.completion_time) or (completed is not None and completed.state in (FAILED, SUCCEEDED))
+    return Execution(name=msg.name, id=short_name(msg.name), job=msg.job, done=done,
                      succeeded=done and completed is not None and completed.state == SUCCEEDED,
                      task_count=msg.task_count, succeeded_count=msg.succeeded_count,
                      failed_count=msg.failed_count, cancelled_count=msg.cancelled_count,
@@ -162,14 +165,12 @@ class RunJobs:
         A cancelled migration task is stopped (SIGTERM): its current migration's transaction rolls back and
         its session, with the advisory lock, ends; re-running the command finishes the job.
         """
-        from deployctl import interrupt
-
         execution = op.metadata.name if op.metadata is not None else ""
         follow = f"gcloud run jobs executions list --job {job_id} --region {self.parent.rsplit('/', 1)[-1]}"
         if not execution:
             interrupt.record(f"job {job_id}: an execution may have started; see `{follow}`")
             return
-        short = _short(execution)
+        short = short_name(execution)
         try:
             policy = self.clients.policy.with_deadline(self.CANCEL_DEADLINE)
             with translated(execution, permission="run.executions.cancel"):
@@ -191,7 +192,7 @@ class RunJobs:
             return [to_execution(e) for e in pager]
 
     def cancel(self, execution_name: str) -> Execution:
-        with translated(execution_name):
+        with translated(execution_name, permission="run.executions.cancel"):
             op = self.clients.executions.cancel_execution(name=execution_name, **self.clients.policy.call())
             self.clients.policy.wait(op)
         return self.execution(execution_name)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import BaseModel
+
 from deployctl import views
 from deployctl.context import Context
 from deployctl.errors import ConfigError, ExitCode
@@ -15,7 +17,7 @@ STYLE = {"pass": "ok", "warn": "warn", "fail": "fail", "skip": "skip"}
 ENVIRONMENT = "environment"
 
 
-class CheckOut(Result):
+class CheckOut(BaseModel):
     id: str
     title: str
     status: str
@@ -26,13 +28,13 @@ class CheckOut(Result):
     fixable: bool = False
 
 
-class ServiceOut(Result):
+class ServiceOut(BaseModel):
     service: str  # "environment" for the environment-wide checks
     status: str
     checks: list[CheckOut]
 
 
-class FixOut(Result):
+class FixOut(BaseModel):
     fix: str
     subject: str
     changes: list[str]

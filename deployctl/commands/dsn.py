@@ -6,20 +6,22 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import BaseModel
+
 from deployctl import views
 from deployctl.context import Context
 from deployctl.errors import ConfigError, ExitCode, NotFound, UsageError
 from deployctl.results import Result
 
 
-class FindingOut(Result):
+class FindingOut(BaseModel):
     code: str
     severity: str
     message: str
     hint: str
 
 
-class ServiceDsn(Result):
+class ServiceDsn(BaseModel):
     service: str
     driver: str
     url: str  # masked unless revealed

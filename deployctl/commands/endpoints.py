@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from pydantic import BaseModel
+
 from deployctl import views
 from deployctl.context import Context
 from deployctl.endpoints import convert, rules
@@ -16,7 +18,7 @@ from deployctl.results import Result
 SEVERITY_STYLE = {"error": "fail", "warning": "warn", "info": "dim"}
 
 
-class Conversion(Result):
+class Conversion(BaseModel):
     target: str
     steps: list[str]
 
@@ -58,7 +60,7 @@ class LintResult(Result):
         return blocks
 
 
-class FilledAddress(Result):
+class FilledAddress(BaseModel):
     path: str
     service: str
     url: str

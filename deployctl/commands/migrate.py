@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import ClassVar
 
@@ -11,6 +12,8 @@ from deployctl import views
 from deployctl.context import Context
 from deployctl.errors import ExitCode, UsageError
 from deployctl.results import Result
+
+MAX_PARALLEL = 8  # status reads of several services' databases at once
 
 
 class RunOut(BaseModel):
@@ -187,9 +190,14 @@ def status(ctx: Context, services: list[str] | None = None) -> MigrateStatusResu
     from deployctl.migration.status import migration_status
     from deployctl.migration.tree import with_migrations
 
+    names = with_migrations(ctx, services or None)
+    if names:
+        ctx.config, ctx.clients  # noqa: B018 - build once, before the threads use them
+    # Each read waits up to its connect timeout on an unreachable database: read them all at once.
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(names) or 1)) as pool:
+        statuses = list(pool.map(lambda name: migration_status(ctx, name), names))
     out = []
-    for name in with_migrations(ctx, services or None):
-        st = migration_status(ctx, name)
+    for name, st in zip(names, statuses, strict=True):
         out.append(StatusOut(service=name, current=st.current, heads=st.heads, pending=st.pending,
                              multiple_heads=st.multiple_heads, unknown=st.unknown, sqlstate=st.sqlstate,
                              error=st.error, hint=st.hint, summary=st.summary()))

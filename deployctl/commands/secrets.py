@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
+
+from pydantic import BaseModel
 
 from deployctl import redact, views
 from deployctl.context import Context
-from deployctl.errors import UsageError
+from deployctl.errors import AlreadyExists, UsageError
 from deployctl.results import Result
+
+MAX_PARALLEL = 8  # Secret Manager calls at once
 
 
 def _store(ctx: Context):
@@ -29,7 +34,7 @@ def _referenced_by(ctx: Context) -> dict[str, list[str]]:
     return refs
 
 
-class SecretRow(Result):
+class SecretRow(BaseModel):
     id: str
     latest: int | None
     latest_state: str | None
@@ -49,7 +54,7 @@ class ListResult(Result):
         return [views.Table(["secret", "latest", "state", "versions", "used by"], rows)]
 
 
-class VersionRow(Result):
+class VersionRow(BaseModel):
     number: int
     state: str
     created: str | None
@@ -104,9 +109,11 @@ class SetResult(Result):
 def list_secrets(ctx: Context) -> ListResult:
     store = _store(ctx)
     refs = _referenced_by(ctx)
+    secrets = store.list_secrets()
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(secrets) or 1)) as pool:  # one call per secret
+        listed = list(pool.map(lambda s: store.versions(s.id), secrets))
     rows = []
-    for s in store.list_secrets():
-        versions = store.versions(s.id)
+    for s, versions in zip(secrets, listed, strict=True):
         latest = max(versions, key=lambda v: v.number, default=None)
         rows.append(SecretRow(id=s.id, latest=latest.number if latest else None,
                               latest_state=latest.state if latest else None, versions=len(versions),
@@ -141,8 +148,6 @@ def set_value(ctx: Context, secret_id: str, data: bytes) -> SetResult:
         raise UsageError(f"the value is {len(data)} bytes; Secret Manager takes at most 65536",
                          hint="store a smaller value (or a reference to where the data lives)")
     redact.register(data)
-    from deployctl.errors import AlreadyExists
-
     store = _store(ctx)
     try:
         store.create_secret(secret_id)
