@@ -57,6 +57,29 @@ def with_database(ctx: Context, names: list[str] | None) -> list[str]:
     return [n for n in chosen if ctx.config.services[n].database is not None]
 
 
+def database_url(ctx: Context, service: str, *, driver: str | None = None) -> str:
+    """The service's DSN built from the config and its password secret (what `deployctl dsn` prints)."""
+    from deployctl.cloud.secrets import SecretStore
+
+    target = resolve(ctx, service)
+    password = SecretStore(ctx.clients, ctx.project).access(
+        target.password_secret, config_ref=f"services.{service}.database.password_secret")
+    return build_dsn(target, password.text, driver=driver).url
+
+
+def pieces_env(target: DatabaseTarget) -> dict[str, str]:
+    """The DB_* variables deployctl.runtime.database_url_from_env composes a DSN from, where no url_secret is
+    stored (the password goes separately, as the secret DB_PASSWORD)."""
+    env = {"DB_NAME": target.database, "DB_USER": target.user, "DB_DRIVER": target.driver}
+    if target.mode == "connector":
+        env.update(INSTANCE_CONNECTION_NAME=target.connection_name, DB_IP_TYPE=target.ip_type)
+        if target.iam_auth:  # IAM database login: no password, the connector gets the token
+            env["DB_IAM_AUTH"] = "true"
+    else:
+        env.update(DB_HOST=target.host or "", DB_PORT=str(target.port), DB_SSLMODE=target.ssl)
+    return env
+
+
 def build_dsn(target: DatabaseTarget, password: str, *, driver: str | None = None):
     from deployctl import dsn
 

@@ -3,10 +3,6 @@ and its health endpoints answer in time. A service that is not deployed yet skip
 
 from __future__ import annotations
 
-import time
-import urllib.error
-import urllib.request
-
 from deployctl.checks.engine import Outcome, Skip, failed, passed, warned
 from deployctl.checks.facts import Facts
 
@@ -66,27 +62,27 @@ def pinned_secrets(f: Facts, service: str) -> Outcome:
 
 
 def health(f: Facts, service: str) -> Outcome:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deployctl.deploy import gate
+
     svc = _service(f, service)
     paths = f.ctx.config.services[service].health
     if not svc.uri:
         raise Skip("the service has no URL")
+    with gate.client(timeout=f.probe_timeout, connections=max(1, len(paths))) as http, \
+            ThreadPoolExecutor(max_workers=max(1, len(paths))) as pool:
+        results = list(pool.map(lambda path: gate.probe(http, svc.uri, path), paths))
     evidence, worst = [], "pass"
-    for path in paths:
-        start = time.monotonic()
-        try:
-            with urllib.request.urlopen(svc.uri.rstrip("/") + path, timeout=f.probe_timeout) as resp:
-                code = resp.status
-        except urllib.error.HTTPError as e:
-            code = e.code
-        except (OSError, ValueError) as e:
-            evidence.append(f"{path}: {type(e).__name__}")
+    for r in results:
+        if r.status is None:
+            evidence.append(f"{r.path}: {r.error}")
             worst = "fail"
             continue
-        took = time.monotonic() - start
-        evidence.append(f"{path}: {code} in {took * 1000:.0f} ms")
-        if code >= 400:
+        evidence.append(f"{r.path}: {r.status} in {r.latency_ms:.0f} ms")
+        if r.status >= 400:
             worst = "fail"
-        elif took > SLOW and worst == "pass":
+        elif r.latency_ms > SLOW * 1000 and worst == "pass":
             worst = "warn"
     if worst == "fail":
         return failed(f"a health endpoint of {service} does not answer 2xx", f"deployctl status; logs of {service}",

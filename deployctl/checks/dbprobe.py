@@ -97,13 +97,15 @@ def run_all(target: dict, candidates: dict[str, str], main: str | None, timeout:
     result: dict = {"tcp": tcp_result or tcp(target["host"], target["port"], timeout)}
     if not result["tcp"]["ok"]:
         return result
-    result["logins"] = logins(target, candidates, timeout)
-    if stored_url is not None:
-        try:
-            result["stored_url"] = login(stored_url, timeout)
-        except Exception:  # noqa: BLE001 - an unparseable string: dsn lint explains it
-            result["stored_url"] = {"ok": False, "code": "unparseable", "title": "cannot be parsed",
-                                    "cause": "the stored connection string cannot be parsed", "hint": ""}
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the stored string logs in while the candidates do
+        stored = pool.submit(login, stored_url, timeout) if stored_url is not None else None
+        result["logins"] = logins(target, candidates, timeout)
+        if stored is not None:
+            try:
+                result["stored_url"] = stored.result()
+            except Exception:  # noqa: BLE001 - an unparseable string: dsn lint explains it
+                result["stored_url"] = {"ok": False, "code": "unparseable", "title": "cannot be parsed",
+                                        "cause": "the stored connection string cannot be parsed", "hint": ""}
     accepted = [k for k, v in result["logins"].items() if v["ok"]]
     use = main if main in accepted else (accepted[0] if accepted else None)
     if use:

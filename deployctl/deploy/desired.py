@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from dataclasses import asdict, dataclass, replace
 
 from deployctl import __version__
@@ -43,18 +44,23 @@ class SecretPinner:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._cache: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}  # per secret: two services sharing one ask once
 
     def pin(self, ref: str, config_ref: str | None = None) -> str:
         """`config_ref` names the config entry holding `ref`, so a missing secret's error points at it."""
         secret_id, _, version = ref.partition(":")
         if version and version != "latest":
             return f"{secret_id}:{version}"
-        if secret_id not in self._cache:
-            from deployctl.cloud.secrets import SecretStore
+        with self._lock:
+            lock = self._locks.setdefault(secret_id, threading.Lock())
+        with lock:
+            if secret_id not in self._cache:
+                from deployctl.cloud.secrets import SecretStore
 
-            # get_version reads metadata only: the value itself is never fetched to pin it.
-            self._cache[secret_id] = SecretStore(self.ctx.clients, self.ctx.project).get_version(
-                secret_id, "latest", config_ref=config_ref).number
+                # get_version reads metadata only: the value itself is never fetched to pin it.
+                self._cache[secret_id] = SecretStore(self.ctx.clients, self.ctx.project).get_version(
+                    secret_id, "latest", config_ref=config_ref).number
         return f"{secret_id}:{self._cache[secret_id]}"
 
 
@@ -72,14 +78,9 @@ def build(ctx: Context, name: str, pinner: SecretPinner) -> DesiredService:
         if db.url_secret:
             secrets["DATABASE_URL"] = pinner.pin(db.url_secret, f"services.{name}.database.url_secret")
         else:  # no stored URL: runtime.py composes one from the pieces and the password secret
-            from deployctl.dbtarget import resolve
+            from deployctl import dbtarget
 
-            target = resolve(ctx, name)
-            env.update({"DB_NAME": db.name, "DB_USER": db.user, "DB_DRIVER": db.driver})
-            if db.mode == "connector":
-                env.update({"INSTANCE_CONNECTION_NAME": target.connection_name, "DB_IP_TYPE": db.ip_type})
-            else:
-                env.update({"DB_HOST": target.host or "", "DB_PORT": str(target.port), "DB_SSLMODE": target.ssl})
+            env.update(dbtarget.pieces_env(dbtarget.resolve(ctx, name)))
             secrets["DB_PASSWORD"] = pinner.pin(db.password_secret, f"services.{name}.database.password_secret")
         if db.mode == "connector":
             cloudsql.append(cfg.instances[db.instance].connection_name)

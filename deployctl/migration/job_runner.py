@@ -45,13 +45,9 @@ def job_spec(ctx: Context, service: str, tree: Tree, *, lock_wait: float | None 
         # No stored connection string: the pieces, with the password pinned like the URL would be.
         ctx.progress(service, f"no version of url_secret {target.url_secret or '(unset)'}; the job composes "
                               "its DSN from DB_* and the password secret", "warn")
-        if target.mode == "connector":
-            env["INSTANCE_CONNECTION_NAME"] = target.connection_name
-            env["DB_IP_TYPE"] = target.ip_type
-        else:
-            host = target.host or dbtarget.resolve(ctx, service).host
-            env.update(DB_HOST=host or "", DB_PORT=str(target.port), DB_SSLMODE=target.ssl)
-        env.update(DB_NAME=target.database, DB_USER=target.user, DB_DRIVER=target.driver)
+        if target.host is None:  # only now is the live IP worth an admin call
+            target = dbtarget.resolve(ctx, service)
+        env.update(dbtarget.pieces_env(target))
         pw_version = _latest_version(store, target.password_secret)
         if not pw_version:
             raise errors.ConfigError(f"{service}: neither {target.url_secret} nor {target.password_secret} has a "

@@ -23,12 +23,15 @@ class _Capture(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def run_local(ctx: Context, service: str, tree: Tree, direction: str, to: str) -> MigrationRun:
+def run_local(ctx: Context, service: str, tree: Tree, direction: str, to: str, *,
+              url: str | None = None) -> MigrationRun:
+    """`url`: the service's DSN when the caller has it already (default: dbtarget.database_url)."""
     from alembic import command
 
-    from deployctl.migration.status import database_url
+    if url is None:
+        from deployctl.dbtarget import database_url
 
-    url = database_url(ctx, service)
+        url = database_url(ctx, service)
     if ctx.emulated and getattr(ctx.clients, "sqladmin_endpoint", None):
         # The connector (connector mode) asks the admin API; point it at the local cloud's.
         os.environ.setdefault("DEPLOYCTL_SQLADMIN_ENDPOINT", ctx.clients.sqladmin_endpoint)

@@ -8,11 +8,17 @@ exception, so deploy and migrate can show it beside the others.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from deployctl.context import Context
 from deployctl.errors import UsageError
 from deployctl.migration import diagnose
+
+if TYPE_CHECKING:
+    from deployctl.migration.tree import Tree
 
 RUNNERS = ("job", "local")
 DEFAULT_RUNNER = "job"
@@ -53,14 +59,12 @@ class MigrationRun:
         return f"{revs(self.from_revisions)} → {revs(self.to_revisions)} ({len(self.applied)} step(s))"
 
 
-def _direction(ctx: Context, service: str, to: str, current: list[str] | None) -> str:
+def _direction(tree: Tree, service: str, to: str, current: list[str] | None) -> str:
     if to == "base" or to.startswith("-"):
         return "downgrade"
     if to in ("head", "heads") or to.startswith("+") or not current:
         return "upgrade"
-    from deployctl.migration.tree import tree_for
-
-    script = tree_for(ctx, service).script()
+    script = tree.script()
     try:
         script.get_revision(to)
     except Exception as e:  # noqa: BLE001 - alembic's resolution errors say what is wrong
@@ -68,6 +72,14 @@ def _direction(ctx: Context, service: str, to: str, current: list[str] | None) -
                          hint="deployctl migrate status shows the revisions") from None
     below = {r.revision for head in current for r in script.iterate_revisions(head, "base")}
     return "downgrade" if to in below and to not in current else "upgrade"
+
+
+def _url_once(ctx: Context, service: str) -> Callable[[], str]:
+    """The service's DSN, resolved (password secret read, instance IP asked) on first use only: the status
+    before, a local run and the status after share it."""
+    from deployctl import dbtarget
+
+    return functools.cache(lambda: dbtarget.database_url(ctx, service))
 
 
 def migrate(ctx: Context, service: str, *, to: str = "head", runner: str = DEFAULT_RUNNER,
@@ -79,8 +91,15 @@ def migrate(ctx: Context, service: str, *, to: str = "head", runner: str = DEFAU
     if runner not in RUNNERS:
         raise UsageError(f"unknown runner {runner!r}", hint="use --runner job or --runner local")
     tree = tree_for(ctx, service)
-    before = migration_status(ctx, service)
-    direction = _direction(ctx, service, to, before.current)
+    url = _url_once(ctx, service)
+    before = migration_status(ctx, service, url=url)
+    return _migrate(ctx, tree, to, runner, lock_wait, before, url)
+
+
+def _migrate(ctx: Context, tree: Tree, to: str, runner: str, lock_wait: float | None, before,
+             url: Callable[[], str]) -> MigrationRun:
+    service = tree.service
+    direction = _direction(tree, service, to, before.current)
     ctx.progress(service, f"migrating to {to} ({direction}, runner {runner}); database at "
                           f"{before.summary()}", detail=True)
     if runner == "job":
@@ -90,18 +109,18 @@ def migrate(ctx: Context, service: str, *, to: str = "head", runner: str = DEFAU
     else:
         from deployctl.migration.local_runner import run_local
 
-        result = run_local(ctx, service, tree, direction, to)
-    _fill_revisions(ctx, result, before)
+        result = run_local(ctx, service, tree, direction, to, url=url())
+    _fill_revisions(ctx, result, before, url)
     return result
 
 
-def _fill_revisions(ctx: Context, result: MigrationRun, before) -> None:
+def _fill_revisions(ctx: Context, result: MigrationRun, before, url: Callable[[], str]) -> None:
     if result.from_revisions is None:
         result.from_revisions = before.current if not result.applied else _first_source(result)
     if result.to_revisions is None and before.known:
         from deployctl.migration.status import migration_status
 
-        after = migration_status(ctx, result.service)
+        after = migration_status(ctx, result.service, url=url)
         result.to_revisions = after.current
     if result.noop is False and result.ok and not result.applied:
         result.noop = True
@@ -140,9 +159,12 @@ def run_pending(ctx: Context, service: str) -> MigrationRun:
     """Run a service's pending migrations to head with the default runner; a no-op (no job) when the database
     is readable from here and already at head. For deploy: a failed run has ok=False and a diagnosis."""
     from deployctl.migration.status import migration_status
+    from deployctl.migration.tree import tree_for
 
-    st = migration_status(ctx, service)
+    tree = tree_for(ctx, service)
+    url = _url_once(ctx, service)
+    st = migration_status(ctx, service, url=url)
     if st.known and not st.pending and not st.multiple_heads and not st.error:
         return MigrationRun(service=service, runner="none", target="head", noop=True,
                             from_revisions=st.current, to_revisions=st.current)
-    return migrate(ctx, service, to="head")
+    return _migrate(ctx, tree, "head", DEFAULT_RUNNER, None, st, url)

@@ -10,6 +10,7 @@ connector); where the database is only reachable inside the VPC that read fails 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from deployctl import errors
@@ -84,17 +85,6 @@ def read_current(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
         conn.close()
 
 
-def database_url(ctx: Context, service: str) -> str:
-    """The service's DSN built from the config and its password secret (what `deployctl dsn` prints)."""
-    from deployctl import dbtarget
-    from deployctl.cloud.secrets import SecretStore
-
-    target = dbtarget.resolve(ctx, service)
-    password = SecretStore(ctx.clients, ctx.project).access(
-        target.password_secret, config_ref=f"services.{service}.database.password_secret")
-    return dbtarget.build_dsn(target, password.text).url
-
-
 def _unknown_reason(exc: BaseException) -> tuple[str, str | None, str | None]:
     from deployctl.db.sqlstate import classify
     from deployctl.errors import DeployctlError
@@ -106,9 +96,12 @@ def _unknown_reason(exc: BaseException) -> tuple[str, str | None, str | None]:
     return reason, d.sqlstate, d.hint
 
 
-def migration_status(ctx: Context, service: str, *, timeout: float = DEFAULT_TIMEOUT) -> MigrationStatus:
+def migration_status(ctx: Context, service: str, *, timeout: float = DEFAULT_TIMEOUT,
+                     url: Callable[[], str] | None = None) -> MigrationStatus:
     """Current vs head for one service. A database that cannot be read gives `unknown`, never an exception;
-    a service without a database or tree raises ConfigError (a usage problem, not a state)."""
+    a service without a database or tree raises ConfigError (a usage problem, not a state). `url` gives the
+    DSN (a caller reading the status twice resolves it once); by default dbtarget.database_url."""
+    from deployctl import dbtarget
     from deployctl.migration.tree import tree_for
 
     tree = tree_for(ctx, service)
@@ -121,7 +114,7 @@ def migration_status(ctx: Context, service: str, *, timeout: float = DEFAULT_TIM
         error = f"the tree has {len(heads)} heads: {', '.join(heads)}"
         hint = f"merge them: alembic -c {tree.ini} merge heads -m 'merge'"
     try:
-        current = read_current(database_url(ctx, service), timeout=timeout)
+        current = read_current(url() if url else dbtarget.database_url(ctx, service), timeout=timeout)
     except (errors.Unreachable, errors.PermissionDenied):
         raise  # the cloud API itself failed: the command fails (exit 1), it is not a database state
     except Exception as e:  # noqa: BLE001 - an unreadable database is a status, not a crash

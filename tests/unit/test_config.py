@@ -36,3 +36,17 @@ def test_terraform_state_and_command_are_exclusive(tmp_path):
     with pytest.raises(ConfigError) as exc:
         config.parse(text, path=tmp_path / "x.toml", env="x")
     assert "not both" in exc.value.message
+
+
+def test_pieces_env_carries_iam_auth_for_the_connector(tmp_path):
+    from deployctl import runtime
+    from deployctl.dbtarget import DatabaseTarget, pieces_env
+
+    target = DatabaseTarget(service="s", instance_key="core", instance_name="core-pg",
+                            connection_name="acme-dev:us-central1:core-pg", host=None, configured_ip=None, port=5432,
+                            database="d", user="svc@acme-dev.iam", password_secret="p", url_secret=None,
+                            ssl="require", driver="pg8000", mode="connector", ip_type="private", iam_auth=True)
+    env = pieces_env(target)
+    assert env["DB_IAM_AUTH"] == "true" and "DB_HOST" not in env
+    spec = runtime.connector_spec(runtime.database_url_from_env(env))
+    assert spec["iam_auth"] is True and spec["instance_connection_name"] == "acme-dev:us-central1:core-pg"
