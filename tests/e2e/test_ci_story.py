@@ -9,13 +9,30 @@ import sys
 from tests.e2e.conftest import ROOT
 
 
-def run_script(tmp_path, **env) -> subprocess.CompletedProcess:
+def run_script(tmp_path, timeout: float = 120, **env) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOYCTL_", "GITHUB_"))}
     return subprocess.run(["bash", str(ROOT / "scripts" / "ci-local-cloud")], capture_output=True, text=True,
-                          timeout=120, env={**base, "GITHUB_ACTIONS": "true", "CI_SKIP_BOOTSTRAP": "1",
+                          timeout=timeout, env={**base, "GITHUB_ACTIONS": "true", "CI_SKIP_BOOTSTRAP": "1",
                                             "DEPLOYCTL": f"{sys.executable} -m deployctl", "NO_COLOR": "1",
                                             "DEPLOYCTL_STATE_DIR": str(tmp_path / "state"),
                                             "JUNIT_XML": str(tmp_path / "verify.xml"), **env})
+
+
+def test_the_local_cloud_job_runs_green(tmp_path):
+    """The whole local-cloud job of docs/ci.md, as CI runs it: validate, deploy, verify (JUnit), doctor."""
+    proc = run_script(tmp_path, timeout=300)
+    try:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        for step in ("config validate", "--yes deploy --all", "verify --all --junit-xml", "doctor"):
+            assert f"::group::deployctl {step}" in proc.stdout
+        assert "::error::" not in proc.stderr
+        junit = (tmp_path / "verify.xml").read_text()
+        assert "<testsuites" in junit and 'failures="0"' in junit
+    finally:
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOYCTL_", "GITHUB_"))}
+        subprocess.run([sys.executable, "-m", "deployctl", "--yes", "local", "down", "--purge"], cwd=str(ROOT),
+                       env={**base, "DEPLOYCTL_STATE_DIR": str(tmp_path / "state")}, capture_output=True,
+                       timeout=120)
 
 
 def test_a_broken_step_fails_the_job_with_an_error_annotation(tmp_path):
