@@ -50,6 +50,13 @@ def alive(pid: int) -> bool:
 
 def test_up_ps_kill9_down_leaves_no_orphans(tmp_path):
     cli = Cli(tmp_path / "state")
+    try:
+        _up_ps_kill9_down(cli)
+    finally:  # a failed assertion must not leave a local cloud running after the test
+        cli("--yes", "local", "down", "--purge")
+
+
+def _up_ps_kill9_down(cli: Cli) -> None:
     up = cli("--json", "local", "up")
     assert up.code == 0, up.output
     first = json.loads(up.stdout)["data"]
