@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sys
@@ -26,6 +27,8 @@ def pg_cluster(tmp_path_factory):
     cluster.start()
     yield cluster
     cluster.destroy()
+    with contextlib.suppress(OSError):
+        cluster.data_dir.parent.rmdir()
 
 
 @pytest.fixture()
@@ -49,6 +52,9 @@ def emulator(tmp_path_factory):
     emu.start()
     yield emu
     emu.stop()
+    from deployctl.emulator import sqladmin
+
+    sqladmin.purge(emu.state_dir)  # its clusters live outside the temp dir
 
 
 @pytest.fixture(scope="session")
