@@ -214,6 +214,12 @@ def lint(url: str, *, private_ip: str | None = None, driver_hint: str | None = N
                 "the password contains a literal '+': SQLAlchemy decodes the userinfo with unquote, so '+' stays "
                 "'+'. If the string was made with quote_plus, that '+' was a space and the login fails (28P01)",
                 f"encode with quote(pw, safe='') (space -> %20, '+' -> %2B): {FIX}")
+        if re.search(r"(%0[aAdD])+$", password):
+            add("password-trailing-newline", "error",
+                "the password ends with an encoded newline (%0A or %0D): it was built from a secret that ends "
+                "with a newline (echo, or `--data-file`), so the login fails (28P01)",
+                "store the password without it (printf '%s' ... | deployctl secrets set SECRET), or run "
+                f"`deployctl doctor SERVICE --fix`; then: {FIX}")
         if not sep:
             add("no-password", "warning", "no password in the URL: scram-sha-256 logins fail unless the "
                 "connection uses IAM database authentication through the connector",

@@ -183,12 +183,27 @@ class Renderer:
         elif isinstance(block, views.Line):
             self.out.print(Text(block.text, style=STYLES.get(block.style, block.style)))
         elif isinstance(block, views.Revealed):
-            self._out_stream.flush()
-            self._out_stream.raw.write(block.text if block.text.endswith("\n") else block.text + "\n")
+            self._revealed(block)
+        elif isinstance(block, views.Note):
+            self.err.print(Text(block.text, style=STYLES.get(block.style, block.style)), soft_wrap=True)
         elif isinstance(block, views.Code):
             self._out_stream.write(block.text if block.text.endswith("\n") else block.text + "\n")
         else:  # pragma: no cover - a new block type without a renderer is a bug
             raise TypeError(f"no renderer for {type(block).__name__}")
+
+    def _revealed(self, block: views.Revealed) -> None:
+        raw = self._out_stream.raw
+        data = block.data if block.data is not None else block.text.encode("utf-8", "surrogateescape")
+        if raw.isatty() and not data.endswith(b"\n"):
+            data += b"\n"  # for the prompt's sake; a pipe gets the value exactly
+        self._out_stream.flush()
+        buffer = getattr(raw, "buffer", None)
+        if buffer is None:  # a text-only stream (tests): the closest it can hold
+            raw.write(data.decode("utf-8", "replace"))
+            return
+        raw.flush()
+        buffer.write(data)
+        buffer.flush()
 
 
 def _text(cell: views.CellLike) -> Text:

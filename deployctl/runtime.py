@@ -12,6 +12,7 @@ pg8000 rejects `sslmode` as a keyword (TypeError) and takes `ssl_context` / `tim
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import sys
@@ -28,6 +29,7 @@ READ_TIMEOUT_MARGIN = 10.0
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 CONNECTOR_KEYS = ("instance_connection_name", "ip_type", "iam_auth")
 _LIBPQ_SSL_KEYS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+_log = logging.getLogger("deployctl.runtime")
 
 
 class DatabaseNotConfigured(ConfigError, RuntimeError):
@@ -43,9 +45,12 @@ def _strip_newline(name: str, value: str) -> str:
     # piece it is, in practice, always the artefact of `--data-file` / `echo`. So we warn (naming the variable,
     # never the value) and connect without it: that is what the user meant. Fix the secret to silence it.
     if value.endswith(("\n", "\r")):
-        warnings.warn(f"{name} ends with a newline; it was ignored. Store the secret without it "
-                      "(printf '%s' ... | gcloud secrets versions add ... --data-file=-, or "
-                      "`deployctl dsn SERVICE --write-secret`)", TrailingNewlineWarning, stacklevel=3)
+        message = (f"{name} ends with a newline; it was ignored. Store the secret without it "
+                   "(printf '%s' ... | gcloud secrets versions add ... --data-file=-, or "
+                   "`deployctl dsn SERVICE --write-secret`)")
+        # Both: a warning for code that filters them, and the log (Python shows a warning once per place).
+        _log.warning(message)
+        warnings.warn(message, TrailingNewlineWarning, stacklevel=3)
         return value.rstrip("\r\n")
     return value
 

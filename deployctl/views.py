@@ -58,13 +58,24 @@ class Code:
 
 
 @dataclass
-class Revealed:
-    """A secret value the user asked to see (--reveal): printed as is, the only block that bypasses redaction."""
+class Note:
+    """A message for the person at the terminal (a warning about the result): on stderr, never on stdout."""
 
     text: str
+    style: str = "warn"
 
 
-Block = Table | Fields | Tree | Line | Code | Revealed
+@dataclass
+class Revealed:
+    """A secret value the user asked to see (--reveal), the only block that bypasses redaction. Off a terminal
+    it is written byte for byte, nothing added (so `get --reveal | set` copies a value exactly); on a terminal
+    a final newline is added when it lacks one."""
+
+    text: str
+    data: bytes | None = None  # the exact bytes (a value that is not UTF-8 text); default: text as UTF-8
+
+
+Block = Table | Fields | Tree | Line | Code | Note | Revealed
 
 
 def ok(text: str) -> Cell:

@@ -35,10 +35,12 @@ def get(ctx: typer.Context, secret: str = typer.Argument(..., help="Secret id.")
 @app.command("set")
 def set_(ctx: typer.Context, secret: str = typer.Argument(..., help="Secret id (created if missing)."),
          from_file: Path = typer.Option(None, "--from-file", exists=True, dir_okay=False,
-                                        help="Read the value from this file (byte for byte).")) -> None:
+                                        help="Read the value from this file (byte for byte)."),
+         strip_newline: bool = typer.Option(False, "--strip-newline",
+                                            help="Drop a trailing newline (as echo or an editor adds one).")) -> None:
     """Add a version; the value comes from stdin or --from-file, never the command line (shell history)."""
     data = from_file.read_bytes() if from_file else sys.stdin.buffer.read()
-    execute(ctx, "secrets:set_value", secret, data, schema="secrets/set")
+    execute(ctx, "secrets:set_value", secret, data, strip_newline, schema="secrets/set")
 
 
 def dsn(ctx: typer.Context,

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from deployctl import views
 from deployctl.context import Context
-from deployctl.errors import ConfigError, ExitCode, NotFound, UsageError
+from deployctl.errors import ConfigError, DeployctlError, ExitCode, NotFound, UsageError
 from deployctl.results import Result
 
 
@@ -81,6 +81,18 @@ def _describe(connect_args: dict) -> dict[str, str]:
     return out
 
 
+def _trailing_newline(service: str, secret: str, version: int) -> DeployctlError:
+    # DESIGN §6: detect and warn, never strip silently. The newline would become %0A in the password, and the
+    # login fails (28P01); writing such a DSN would replace a working url_secret with a broken one.
+    return DeployctlError(
+        f"{service}: the password in secret {secret} (version {version}) ends with a newline, so no connection "
+        "string is built or written from it (it would carry %0A and the login would fail with 28P01)",
+        hint=f"store it without the newline: printf '%s' 'THE-PASSWORD' | deployctl secrets set {secret} (or "
+             f"deployctl secrets get {secret} --reveal | deployctl secrets set {secret} --strip-newline); or let "
+             f"doctor find which value the database holds and repair it: deployctl doctor {service} --fix",
+        code="password-trailing-newline")
+
+
 def show(ctx: Context, services: list[str] | None = None, driver: str | None = None, reveal: bool = False,
          write_secret: bool = False) -> DsnResult:
     from deployctl import dbtarget, dsn
@@ -95,6 +107,8 @@ def show(ctx: Context, services: list[str] | None = None, driver: str | None = N
     for name in names:
         target = dbtarget.resolve(ctx, name)
         password = store.access(target.password_secret, config_ref=f"services.{name}.database.password_secret")
+        if password.has_trailing_newline:
+            raise _trailing_newline(name, target.password_secret, password.version)
         built = dbtarget.build_dsn(target, password.text, driver=driver)
         entry = ServiceDsn(service=name, driver=built.driver, url=built.url if reveal else built.masked,
                            connect_args=_describe(built.connect_args), password_secret=target.password_secret,

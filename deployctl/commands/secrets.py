@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from deployctl import redact, views
 from deployctl.context import Context
@@ -72,6 +72,28 @@ class VersionsResult(Result):
                              for v in self.versions], title=self.id)]
 
 
+class WarningOut(BaseModel):
+    code: str
+    message: str
+    hint: str
+
+
+def _newline_warning(secret_id: str, stored: bool) -> WarningOut:
+    # DESIGN §6: a trailing newline is detected and reported, never stripped silently.
+    what = "the value stored" if stored else "the value"
+    return WarningOut(
+        code="trailing-newline",
+        message=f"{what} ends with a newline (echo, a file, `--data-file`): used as a password or a connection "
+                "string it will not match",
+        hint=f"to store it without: deployctl secrets set {secret_id} --strip-newline (or printf '%s' ... | "
+             "deployctl secrets set ...); keep it only if the newline belongs to the value")
+
+
+def _warning_notes(warnings: list[WarningOut]) -> list[views.Block]:
+    return [note for w in warnings
+            for note in (views.Note(f"warning: {w.message}"), views.Note(f"  next: {w.hint}", "dim"))]
+
+
 class GetResult(Result):
     schema_name: ClassVar[str] = "secrets/get"
     id: str
@@ -79,19 +101,17 @@ class GetResult(Result):
     length: int
     fingerprint: str
     trailing_newline: bool
+    warnings: list[WarningOut] = []
     value: str | None = None  # only with --reveal
+    data: bytes | None = Field(None, exclude=True)  # the exact bytes, for --reveal off a terminal
     revealed: bool = False
 
     def view(self) -> list[views.Block]:
         if self.revealed and self.value is not None:
-            return [views.Revealed(self.value)]
-        blocks: list[views.Block] = [views.Fields(
+            return [views.Revealed(self.value, data=self.data), *_warning_notes(self.warnings)]
+        return [views.Fields(
             [("version", self.version), ("value", f"{redact.MASK} ({self.length} bytes, {self.fingerprint})")],
-            title=self.id)]
-        if self.trailing_newline:
-            blocks.append(views.Line("the value ends with a newline (added with --data-file?): programs that "
-                                     "use it as a password will fail; store it again without one", "warn"))
-        return blocks
+            title=self.id), *_warning_notes(self.warnings)]
 
 
 class SetResult(Result):
@@ -100,10 +120,16 @@ class SetResult(Result):
     version: int
     created_secret: bool
     fingerprint: str
+    length: int
+    trailing_newline: bool
+    stripped_newline: bool = False
+    warnings: list[WarningOut] = []
 
     def view(self) -> list[views.Block]:
         made = " (new secret)" if self.created_secret else ""
-        return [views.Line(f"{self.id}: added version {self.version}{made}, {self.fingerprint}", "ok")]
+        stripped = ", trailing newline removed" if self.stripped_newline else ""
+        return [views.Line(f"{self.id}: added version {self.version}{made}, {self.length} bytes{stripped}, "
+                           f"{self.fingerprint}", "ok"), *_warning_notes(self.warnings)]
 
 
 def list_secrets(ctx: Context) -> ListResult:
@@ -132,22 +158,27 @@ def versions(ctx: Context, secret_id: str) -> VersionsResult:
 def get(ctx: Context, secret_id: str, version: str = "latest", reveal: bool = False) -> GetResult:
     value = _store(ctx).access(secret_id, version)
     text = value.data.decode("utf-8", "replace")
+    warnings = [_newline_warning(secret_id, stored=True)] if value.has_trailing_newline else []
     return GetResult(id=secret_id, version=value.version, length=len(value.data), fingerprint=value.fingerprint,
-                     trailing_newline=value.has_trailing_newline, value=text if reveal else None, revealed=reveal)
+                     trailing_newline=value.has_trailing_newline, warnings=warnings,
+                     value=text if reveal else None, data=value.data if reveal else None, revealed=reveal)
 
 
-def set_value(ctx: Context, secret_id: str, data: bytes) -> SetResult:
+def set_value(ctx: Context, secret_id: str, data: bytes, strip_newline: bool = False) -> SetResult:
     from deployctl.cloud.secrets import SECRET_ID
 
     if not SECRET_ID.fullmatch(secret_id):
         raise UsageError(f"invalid secret id {secret_id!r}",
                          hint="use 1-255 letters, digits, '-' or '_'")
+    redact.register(data)
+    stripped = strip_newline and data.endswith((b"\n", b"\r"))
+    if stripped:
+        data = data.rstrip(b"\r\n")
     if not data:
         raise UsageError("refusing to store an empty value", hint="pipe the value on stdin or use --from-file")
     if len(data) > 64 * 1024:
         raise UsageError(f"the value is {len(data)} bytes; Secret Manager takes at most 65536",
                          hint="store a smaller value (or a reference to where the data lives)")
-    redact.register(data)
     store = _store(ctx)
     try:
         store.create_secret(secret_id)
@@ -155,5 +186,7 @@ def set_value(ctx: Context, secret_id: str, data: bytes) -> SetResult:
     except AlreadyExists:
         created = False
     added = store.add_version(secret_id, data)
-    return SetResult(id=secret_id, version=added.number, created_secret=created,
-                     fingerprint=redact.fingerprint(data))
+    newline = data.endswith((b"\n", b"\r"))
+    return SetResult(id=secret_id, version=added.number, created_secret=created, fingerprint=redact.fingerprint(data),
+                     length=len(data), trailing_newline=newline, stripped_newline=stripped,
+                     warnings=[_newline_warning(secret_id, stored=False)] if newline else [])

@@ -4,6 +4,7 @@ every character that encodings treat specially appears in no output, in no encod
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from urllib.parse import quote, quote_plus
 
@@ -88,6 +89,65 @@ def test_binary_secret_values_are_handled(local_cloud):
     assert json.loads(fixed.stdout)["data"]["services"][0]["written_version"] is not None
 
 
+def test_set_warns_about_a_trailing_newline_and_strips_it_only_when_asked(local_cloud):
+    human = local_cloud("secrets", "set", "e2e-newline", input="hunter2 pass\n")
+    assert human.code == 0, human.output
+    assert "ends with a newline" in human.stderr and "--strip-newline" in human.stderr
+    js = local_cloud("--json", "secrets", "set", "e2e-newline", input="hunter2 pass\n")
+    doc = json.loads(js.stdout)
+    assert js.code == 0 and doc["ok"] is True
+    assert doc["data"]["trailing_newline"] is True and doc["data"]["warnings"][0]["code"] == "trailing-newline"
+    stripped = json.loads(local_cloud("--json", "secrets", "set", "e2e-newline", "--strip-newline",
+                                      input="hunter2 pass\r\n").stdout)["data"]
+    assert stripped["stripped_newline"] is True and stripped["warnings"] == [] and stripped["length"] == 12
+    got = json.loads(local_cloud("--json", "secrets", "get", "e2e-newline").stdout)["data"]
+    assert got["length"] == 12 and got["trailing_newline"] is False
+    clean = local_cloud("--json", "secrets", "set", "e2e-newline", input="no newline here")
+    assert json.loads(clean.stdout)["data"]["warnings"] == [] and "newline" not in clean.stderr
+
+
+def test_reveal_through_a_pipe_copies_the_value_byte_for_byte(local_cloud):
+    for value in (b"abcd1234", b"with-newline\n", "unicodé \u00e9e\u0301".encode()):
+        assert local_cloud("secrets", "set", "e2e-src", input=value).code == 0
+        revealed = local_cloud("secrets", "get", "e2e-src", "--reveal")
+        assert revealed.code == 0 and revealed.stdout.encode() == value
+        assert ("ends with a newline" in revealed.stderr) == value.endswith(b"\n")
+        assert local_cloud("secrets", "set", "e2e-copy", input=revealed.stdout.encode()).code == 0
+        copy = json.loads(local_cloud("--json", "secrets", "get", "e2e-copy").stdout)["data"]
+        assert copy["length"] == len(value) and copy["trailing_newline"] == value.endswith(b"\n")
+
+
+@contextlib.contextmanager
+def replaced(cli, secret: str, value: bytes | str):
+    """`secret` holds `value` inside the block; its previous value comes back afterwards (other modules
+    deploy on this local cloud)."""
+    before = cli("secrets", "get", secret, "--reveal")
+    assert before.code == 0, before.output
+    assert cli("secrets", "set", secret, input=value).code == 0
+    try:
+        yield
+    finally:
+        assert cli("secrets", "set", secret, input=before.stdout).code == 0
+
+
+def test_dsn_refuses_a_password_that_ends_with_a_newline(local_cloud):
+    stored = json.loads(local_cloud("--json", "secrets", "versions", "fiat-gateway-database-url").stdout)["data"]
+    with replaced(local_cloud, "fiat-gateway-db-password", "Newline-Pw-1234\n"):
+        version = json.loads(local_cloud("--json", "secrets", "get", "fiat-gateway-db-password").stdout)
+        number = version["data"]["version"]
+        for argv in (["dsn", "fiat-gateway"], ["dsn", "fiat-gateway", "--write-secret"],
+                     ["dsn", "fiat-gateway", "--reveal"]):
+            run = local_cloud(*argv)
+            assert run.code == 1, (argv, run.output)
+            assert f"fiat-gateway-db-password (version {number}) ends with a newline" in run.stderr
+            assert "printf '%s'" in run.stderr and "deployctl doctor fiat-gateway --fix" in run.stderr
+            assert "Newline-Pw" not in run.output and "%0A" not in run.stdout
+        js = json.loads(local_cloud("--json", "dsn", "fiat-gateway", "--write-secret").stdout)
+        assert js["ok"] is False and js["errors"][0]["code"] == "password-trailing-newline"
+    after = json.loads(local_cloud("--json", "secrets", "versions", "fiat-gateway-database-url").stdout)["data"]
+    assert after["versions"] == stored["versions"], "nothing was written into the url_secret"
+
+
 @pytest.fixture(scope="module")
 def canary_cloud(local_cloud):
     """The canary stored as a service's database password, as a plain secret, and as a DSN secret.
@@ -97,7 +157,7 @@ def canary_cloud(local_cloud):
     for secret in ("fiat-gateway-db-password", "fiat-gateway-database-url"):
         got = local_cloud("secrets", "get", secret, "--reveal")
         assert got.code == 0, got.output
-        saved[secret] = got.stdout[:-1]  # --reveal adds one newline
+        saved[secret] = got.stdout  # off a terminal --reveal prints the value exactly
     for secret in ("fiat-gateway-db-password", "e2e-canary"):
         run = local_cloud("secrets", "set", secret, input=CANARY)
         assert run.code == 0, run.output

@@ -113,6 +113,8 @@ def test_lint_clean_for_built_dsn_via_runtime():
     ("postgresql+psycopg://u:p%25w@10.20.0.3/db?sslmode=require", "alembic-percent", "warning"),
     ("postgresql+psycopg://u:pw@10.20.0.3/db?sslmode=require\n", "trailing-newline", "error"),
     ("postgresql+psycopg://u:pw@10.20.0.3/db?sslmode=require\r\n", "trailing-newline", "error"),
+    ("postgresql+psycopg://u:pw%0A@10.20.0.3/db?sslmode=require", "password-trailing-newline", "error"),
+    ("postgresql+psycopg://u:pw%0d%0A@10.20.0.3/db?sslmode=require", "password-trailing-newline", "error"),
     ("postgresql+psycopg://u:pw@10.9.9.9/db?sslmode=require", "host-mismatch", "error"),
     ("postgresql+psycopg://u@10.20.0.3/db?sslmode=require", "no-password", "warning"),
     ("postgres://u:pw@10.20.0.3/db?sslmode=require", "bad-scheme", "error"),
@@ -151,11 +153,14 @@ def test_runtime_engine_args_translates_sslmode_for_pg8000():
     assert "trailing newline" in str(err.value)
 
 
-def test_database_url_from_env_pieces_and_newline():
+def test_database_url_from_env_pieces_and_newline(caplog):
     env = {"DB_HOST": HOST, "DB_NAME": "db", "DB_USER": "u", "DB_PASSWORD": "p@ss word\n"}
-    with pytest.warns(runtime.TrailingNewlineWarning) as rec:
+    with pytest.warns(runtime.TrailingNewlineWarning) as rec, caplog.at_level("WARNING", "deployctl.runtime"):
         url = runtime.database_url_from_env(env)
     assert "p@ss" not in str(rec[0].message)
+    # never silently: the deployctl log says so too (a warning is shown once per place, a log line every time)
+    assert [r.name for r in caplog.records] == ["deployctl.runtime"] and "DB_PASSWORD" in caplog.text
+    assert "p@ss" not in caplog.text
     u = make_url(url)
     assert u.password == "p@ss word" and u.query["sslmode"] == "require" and u.drivername == "postgresql+pg8000"
     with pytest.warns(runtime.TrailingNewlineWarning):
