@@ -1,8 +1,12 @@
 """The one renderer: Rich for people, the versioned JSON envelope for machines.
 
 Results go to stdout (for people: tables and trees; with --json: the envelope and nothing else). Progress,
-warnings and errors for people go to stderr. Both streams pass through redact.RedactingWriter, so even a
-renderer bug cannot print a registered secret.
+warnings and errors for people go to stderr.
+
+Redaction happens twice. Every string is redacted before it becomes Rich text (`_t`): Rich wraps and folds
+lines to the width, and a secret split across two lines would pass a line-by-line filter. Both streams then
+pass through redact.RedactingWriter as a second layer (for text written around the renderer). Only a
+Revealed block (--reveal) and the JSON envelope (redacted value by value, envelope()) skip the stream layer.
 """
 
 from __future__ import annotations
@@ -81,9 +85,9 @@ class Renderer:
             self._json(envelope(schema, False, None,
                                 [{"code": err.code, "message": err.message, "hint": err.hint}]))
         else:
-            self.err.print(Text("error: ", style="bold red") + Text(err.message), soft_wrap=True)
+            self.err.print(Text("error: ", style="bold red") + _t(err.message), soft_wrap=True)
             if err.hint:
-                self.err.print(Text("  next: ", style="bold") + Text(err.hint), soft_wrap=True)
+                self.err.print(Text("  next: ", style="bold") + _t(err.hint), soft_wrap=True)
         self._github_error(err.message)
         self.flush()
 
@@ -129,8 +133,10 @@ class Renderer:
     def _live_table(self) -> RichTable:
         table = RichTable.grid(padding=(0, 1))
         for subject, event in self._live_rows.items():
+            message = _t(event.message)
+            message.overflow, message.no_wrap = "ellipsis", True
             table.add_row(Text(SYMBOLS.get(event.status, "·"), style=STYLES.get(event.status, "")),
-                          Text(subject, style="bold"), Text(event.message, overflow="ellipsis", no_wrap=True))
+                          _t(subject, "bold"), message)
         return table
 
     def event(self, event: Event) -> None:
@@ -144,12 +150,12 @@ class Renderer:
             symbol = SYMBOLS.get(event.status, "·")
             line = Text(f"{symbol} ", style=STYLES.get(event.status, ""))
             if event.subject:
-                line += Text(f"{event.subject}: ", style="bold")
-            line += Text(event.message)
+                line += _t(f"{event.subject}: ", "bold")
+            line += _t(event.message)
             self.err.print(line, soft_wrap=True)
 
     def note(self, message: str, style: str = "") -> None:
-        self.err.print(Text(message, style=STYLES.get(style, style)), soft_wrap=True)
+        self.err.print(_t(message, style), soft_wrap=True)
 
     def flush(self) -> None:
         self._out_stream.flush()
@@ -158,7 +164,8 @@ class Renderer:
     # --- blocks --------------------------------------------------------------------------------------
     def _block(self, block: views.Block) -> None:
         if isinstance(block, views.Table):
-            table = RichTable(title=block.title, title_justify="left", header_style="bold")
+            table = RichTable(title=_t(block.title) if block.title else None, title_justify="left",
+                              header_style="bold")
             longest = [max([len(col)] + [len(_text(row[i]).plain) for row in block.rows if i < len(row)])
                        for i, col in enumerate(block.columns)]
             # Short values (names, ids, rules, states) are kept whole when the long columns can still get
@@ -168,24 +175,24 @@ class Renderer:
             keep_whole = room <= self.out.width
             for col, n, is_short in zip(block.columns, longest, short, strict=True):
                 whole = keep_whole and is_short
-                table.add_column(col, overflow="fold", no_wrap=whole, min_width=n if whole else None)
+                table.add_column(_t(col), overflow="fold", no_wrap=whole, min_width=n if whole else None)
             for row in block.rows:
                 table.add_row(*(_text(c) for c in row))
             self.out.print(table)
         elif isinstance(block, views.Fields):
             if block.title:
-                self.out.print(Text(block.title, style="bold"))
+                self.out.print(_t(block.title, "bold"))
             width = max((len(k) for k, _ in block.items), default=0)
             for key, value in block.items:
-                self.out.print(Text(f"  {key.ljust(width)}  ", style="dim") + _text(value))
+                self.out.print(_t(f"  {key.ljust(width)}  ", "dim") + _text(value))
         elif isinstance(block, views.Tree):
             self.out.print(_tree(block.root))
         elif isinstance(block, views.Line):
-            self.out.print(Text(block.text, style=STYLES.get(block.style, block.style)))
+            self.out.print(_t(block.text, block.style))
         elif isinstance(block, views.Revealed):
             self._revealed(block)
         elif isinstance(block, views.Note):
-            self.err.print(Text(block.text, style=STYLES.get(block.style, block.style)), soft_wrap=True)
+            self.err.print(_t(block.text, block.style), soft_wrap=True)
         elif isinstance(block, views.Code):
             self._out_stream.write(block.text if block.text.endswith("\n") else block.text + "\n")
         else:  # pragma: no cover - a new block type without a renderer is a bug
@@ -206,12 +213,17 @@ class Renderer:
         buffer.flush()
 
 
+def _t(text: str, style: str = "") -> Text:
+    """Rich text from a string redacted first, while a secret is still whole (before any wrapping)."""
+    return Text(redact.redact(text), style=STYLES.get(style, style))
+
+
 def _text(cell: views.CellLike) -> Text:
     if cell is None:
         return Text("")
     if isinstance(cell, views.Cell):
-        return Text(cell.text, style=STYLES.get(cell.style, cell.style))
-    return Text(str(cell))
+        return _t(cell.text, cell.style)
+    return _t(str(cell))
 
 
 def _tree(node: views.Node, parent: RichTree | None = None) -> RichTree:

@@ -99,3 +99,51 @@ def test_plain_progress_lines_off_a_terminal():
         r.event(Event("fiat-gateway", "deployed", "ok"))
     r.flush()
     assert err.getvalue().splitlines() == ["· fiat-gateway: creating revision", "✓ fiat-gateway: deployed"]
+
+
+WRAPPED_SECRET = "Cn@ry:/?#%+ ü-ßée wraps"
+FRAGMENTS = ("Cn@ry", "ü-ß", "ßée")
+
+
+class Wide(Result):
+    schema_name = "wide"
+
+    def view(self) -> list[views.Block]:
+        long = "x" * 25 + " " + WRAPPED_SECRET + " tail"
+        return [views.Line(long), views.Fields([("k", long), (WRAPPED_SECRET, "v")], title=long),
+                views.Table(["a", "b"], [[long, views.Cell(long, "warn")]], title=long),
+                views.Tree(views.Node(long, [views.Node(views.dim(long))])), views.Note(long)]
+
+
+def test_a_secret_is_masked_before_rich_wraps_it(monkeypatch):
+    """Rich folds text to the width; a secret split over two lines would pass the line filter (B3)."""
+    from deployctl.context import Event
+
+    monkeypatch.setenv("COLUMNS", "30")
+    redact.register(WRAPPED_SECRET)
+    out, err = io.StringIO(), io.StringIO()
+    r = Renderer(stdout=out, stderr=err, verbose=True)
+    r.result(Wide())
+    r.event(Event("svc " + WRAPPED_SECRET, "message " * 4 + WRAPPED_SECRET))
+    r.note("note " * 4 + WRAPPED_SECRET)
+    r.error(ConfigError("error " * 4 + WRAPPED_SECRET, hint="hint " * 4 + WRAPPED_SECRET))
+    text = out.getvalue() + err.getvalue()
+    assert "***" in out.getvalue() and "***" in err.getvalue()
+    for fragment in FRAGMENTS:
+        assert fragment not in text, (fragment, text)
+
+
+def test_the_live_table_never_shows_a_secrets_prefix():
+    from rich.console import Console
+
+    from deployctl.context import Event
+
+    redact.register(WRAPPED_SECRET)
+    err = io.StringIO()
+    r = Renderer(stdout=io.StringIO(), stderr=err, live=True)
+    r.err = Console(file=r._err_stream, force_terminal=True, width=40, no_color=True)
+    with r.live_progress():
+        r.event(Event("svc", "a long message that ends with " + WRAPPED_SECRET))  # cut with an ellipsis
+    r.flush()
+    for fragment in FRAGMENTS:
+        assert fragment not in err.getvalue()
