@@ -141,7 +141,7 @@ def test_the_live_table_never_shows_a_secrets_prefix():
     redact.register(WRAPPED_SECRET)
     err = io.StringIO()
     r = Renderer(stdout=io.StringIO(), stderr=err, live=True)
-    r.err = Console(file=r._err_stream, force_terminal=True, width=40, no_color=True)
+    r.err = Console(file=r._err_stream, force_terminal=True, width=46, no_color=True)
     with r.live_progress():
         r.event(Event("svc", "a long message that ends with " + WRAPPED_SECRET))  # cut with an ellipsis
     r.flush()
