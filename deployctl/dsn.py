@@ -1,9 +1,12 @@
 """Connection strings: build, parse, lint, mask (DESIGN §6).
 
 The storage form (`Dsn.url`, what goes into Secret Manager as DATABASE_URL) is `postgresql+<driver>://` with
-user and password percent-encoded by `quote(x, safe="")` and libpq's words (`sslmode`, `connect_timeout`) in
-the query for every driver, so the value itself says it needs SSL. `deployctl.runtime.engine_args` turns it
-into what each driver accepts; `Dsn.engine_url` + `Dsn.connect_args` are that translation, ready for
+user and password percent-encoded by `quote(x, safe="")`, and the SSL mode in the query so the value itself
+says it needs SSL. pg8000 and psycopg URLs carry libpq's words (`sslmode`, `sslrootcert`, `connect_timeout`);
+an asyncpg URL carries asyncpg's own `ssl=<mode>` and nothing else, so `create_async_engine(url)` works as
+printed (SQLAlchemy hands every query key to asyncpg.connect(), which takes no connect_timeout/sslrootcert;
+its timeout goes in connect_args, its CA in PGSSLROOTCERT). `deployctl.runtime.engine_args` turns any of them
+into what the driver accepts; `Dsn.engine_url` + `Dsn.connect_args` are that translation, ready for
 `create_engine` (but prefer `runtime.build_engine(dsn.url)`: with bare connect_args pg8000's `timeout` keeps
 bounding every read for the connection's life, DESIGN §6). Stdlib only at import time; SQLAlchemy lazily.
 """
@@ -11,6 +14,7 @@ bounding every read for the connection's life, DESIGN §6). Stdlib only at impor
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote
@@ -36,6 +40,7 @@ class Dsn:
     engine_url: object          # sqlalchemy URL with the driver's own words
     connect_args: dict          # per driver: pg8000 ssl_context/timeout, asyncpg ssl/timeout; psycopg: {}
     connector: dict | None = None  # connector mode: what runtime.connector_creator needs
+    notes: tuple[str, ...] = ()  # what the URL alone cannot say (asyncpg: timeout and CA go elsewhere)
 
     def __repr__(self) -> str:
         return f"Dsn({self.masked!r})"
@@ -53,6 +58,8 @@ def build(*, driver: str, user: str, password: str | None, database: str, host: 
         raise DsnError(f"unknown driver {driver!r}", hint=f"use one of: {', '.join(DRIVERS)}")
     if not user or not database:
         raise DsnError("a DSN needs a user and a database name", hint="set database.user and database.name")
+    if not connect_timeout > 0:  # also NaN; 0 means "forever" to libpq and a non-blocking socket to pg8000
+        raise DsnError("connect_timeout must be more than 0 seconds", hint="use e.g. 10")
     redact.register(password)
     query: dict[str, str] = {}
     if instance_connection_name:
@@ -72,15 +79,31 @@ def build(*, driver: str, user: str, password: str | None, database: str, host: 
         if sslmode not in runtime.SSLMODES:
             raise DsnError(f"sslmode must be one of {', '.join(runtime.SSLMODES)}",
                            hint="Cloud SQL private IP needs sslmode=require (or verify-ca with the server CA)")
-        query["sslmode"] = sslmode
-        if sslrootcert:
-            query["sslrootcert"] = sslrootcert
-    query["connect_timeout"] = str(int(connect_timeout))
+        if driver == "asyncpg":
+            query["ssl"] = sslmode  # asyncpg's word, and its connect() takes no other of these keys
+        else:
+            query["sslmode"] = sslmode
+            if sslrootcert:
+                query["sslrootcert"] = sslrootcert
+    if driver != "asyncpg":
+        # libpq takes whole seconds (round up: 0 would mean "wait forever"); pg8000 takes the float
+        query["connect_timeout"] = (str(math.ceil(connect_timeout)) if driver == "psycopg"
+                                    else runtime.format_seconds(connect_timeout))
     url = runtime.compose_url(driver=driver, user=user, password=None if iam_auth else password,
                               database=database, host=host, port=port, query=query)
     engine_url, connect_args = runtime.engine_args(url)
+    notes: tuple[str, ...] = ()
+    if driver == "asyncpg":
+        connect_args["timeout"] = float(connect_timeout)
+        notes = (f"asyncpg takes its connect timeout in connect_args: create_async_engine(url, connect_args="
+                 f"{{'timeout': {runtime.format_seconds(connect_timeout)}}}); deployctl.runtime uses "
+                 f"{runtime.format_seconds(runtime.DEFAULT_CONNECT_TIMEOUT)} s",)
+        if sslrootcert:
+            connect_args["ssl"] = runtime.ssl_context_for(sslmode, sslrootcert=sslrootcert)
+            notes += (f"asyncpg reads the server CA from PGSSLROOTCERT: export PGSSLROOTCERT={sslrootcert} "
+                      "(deployctl.runtime honours it too)",)
     return Dsn(url=url, driver=driver, masked=mask(url), engine_url=engine_url, connect_args=connect_args,
-               connector=runtime.connector_spec(url))
+               connector=runtime.connector_spec(url), notes=notes)
 
 
 @dataclass(frozen=True, repr=False)

@@ -13,6 +13,7 @@ pg8000 rejects `sslmode` as a keyword (TypeError) and takes `ssl_context` / `tim
 from __future__ import annotations
 
 import logging
+import math
 import os
 import ssl
 import sys
@@ -108,6 +109,31 @@ def database_url_from_env(environ=os.environ) -> str:
                        port=int(environ.get("DB_PORT") or 5432) if host else None, query=query)
 
 
+def format_seconds(seconds: float) -> str:
+    """10.0 -> "10", 0.5 -> "0.5": a timeout as a URL query value."""
+    return str(int(seconds)) if float(seconds).is_integer() else repr(float(seconds))
+
+
+def _connect_timeout(query: dict) -> float:
+    text = query.pop("connect_timeout", None)
+    if text is None:
+        return DEFAULT_CONNECT_TIMEOUT
+    try:
+        timeout = float(text)
+    except ValueError:
+        raise ValueError(f"connect_timeout is not a number (a value of {len(text)} characters)") from None
+    if not timeout > 0:  # 0 is "wait forever" to libpq and a non-blocking socket to pg8000
+        raise ValueError("connect_timeout must be more than 0 seconds")
+    return timeout
+
+
+def _root_cert(mode: str, ssl_words: dict) -> None:
+    # Like libpq (and asyncpg), PGSSLROOTCERT names the server CA when the URL does not; that is how an asyncpg
+    # URL, which cannot carry sslrootcert, gets one.
+    if "sslrootcert" not in ssl_words and mode not in ("disable", "allow", "prefer") and os.environ.get("PGSSLROOTCERT"):
+        ssl_words["sslrootcert"] = os.environ["PGSSLROOTCERT"]
+
+
 def driver_of(drivername: str) -> str:
     """'postgresql+pg8000' -> 'pg8000'; plain 'postgresql' is SQLAlchemy's psycopg2 default."""
     return drivername.partition("+")[2] or "psycopg2"
@@ -167,21 +193,24 @@ def engine_args(url):
     for k in CONNECTOR_KEYS:
         query.pop(k, None)
     driver = driver_of(u.drivername)
-    timeout = float(query.pop("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
+    timeout = _connect_timeout(query)
     connect_args: dict = {}
     if driver == "pg8000":
         install_saslprep_fallback()
         ssl_words = {k: query.pop(k) for k in _LIBPQ_SSL_KEYS if k in query}
-        connect_args["ssl_context"] = ssl_context_for(ssl_words.pop("sslmode", "prefer"), **ssl_words)
+        mode = ssl_words.pop("sslmode", "prefer")
+        _root_cert(mode, ssl_words)
+        connect_args["ssl_context"] = ssl_context_for(mode, **ssl_words)
         connect_args["timeout"] = timeout
     elif driver == "asyncpg":
         ssl_words = {k: query.pop(k) for k in _LIBPQ_SSL_KEYS if k in query}
         mode = ssl_words.pop("sslmode", query.pop("ssl", "prefer"))
+        _root_cert(mode, ssl_words)
         ctx = ssl_context_for(mode, **ssl_words)
         connect_args["ssl"] = mode if is_unverified(ctx) or ctx is None else ctx
         connect_args["timeout"] = timeout
-    else:  # libpq drivers understand their own words
-        query["connect_timeout"] = str(int(timeout))
+    else:  # libpq drivers understand their own words; libpq's timeout is whole seconds (0 = forever)
+        query["connect_timeout"] = str(math.ceil(timeout))
     return u.set(query=query), connect_args
 
 
@@ -256,13 +285,8 @@ def _default_application_name() -> str:
     return os.environ.get("K_SERVICE") or os.environ.get("CLOUD_RUN_JOB") or os.path.basename(sys.argv[0] or "python")
 
 
-def build_engine(url=None, *, statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
-                 application_name: str | None = None, read_timeout: float | None = None, **engine_kw):
-    """A new engine (not shared). Connecting is bounded by the DSN's connect_timeout (default 10 s); each
-    connection then gets statement_timeout and application_name, and pg8000's socket read timeout is raised
-    to statement_timeout + margin (or `read_timeout`), so reads stay bounded without killing long statements."""
-    from sqlalchemy import create_engine, event
-
+def _engine_setup(url, statement_timeout_ms: int, application_name: str | None, engine_kw: dict):
+    """(url, engine URL, connect_args, driver) with the per-connection settings every engine gets."""
     url = url if url is not None else database_url_from_env()
     if isinstance(url, str):
         url = _strip_newline("database URL", url)
@@ -278,6 +302,20 @@ def build_engine(url=None, *, statement_timeout_ms: int = DEFAULT_STATEMENT_TIME
         connect_args.update(application_name=app, options=f"-c statement_timeout={int(statement_timeout_ms)}")
     connect_args.update(engine_kw.pop("connect_args", {}))
     engine_kw.setdefault("pool_pre_ping", True)
+    return url, engine_url, connect_args, driver
+
+
+def build_engine(url=None, *, statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
+                 application_name: str | None = None, read_timeout: float | None = None, **engine_kw):
+    """A new engine (not shared). Connecting is bounded by the DSN's connect_timeout (default 10 s); each
+    connection then gets statement_timeout and application_name, and pg8000's socket read timeout is raised
+    to statement_timeout + margin (or `read_timeout`), so reads stay bounded without killing long statements.
+    For an asyncpg URL use build_async_engine."""
+    from sqlalchemy import create_engine, event
+
+    url, engine_url, connect_args, driver = _engine_setup(url, statement_timeout_ms, application_name, engine_kw)
+    if driver == "asyncpg":
+        raise ValueError("an asyncpg URL needs an async engine: use deployctl.runtime.build_async_engine()")
     spec = connector_spec(url)
     if spec:
         timeout = connect_args.pop("timeout", DEFAULT_CONNECT_TIMEOUT)
@@ -295,6 +333,17 @@ def build_engine(url=None, *, statement_timeout_ms: int = DEFAULT_STATEMENT_TIME
             lift_timeout(dbapi_conn, read_timeout)
 
     return engine
+
+
+def build_async_engine(url=None, *, statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
+                       application_name: str | None = None, **engine_kw):
+    """build_engine for postgresql+asyncpg URLs: an AsyncEngine with the same timeouts and settings."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    url, engine_url, connect_args, driver = _engine_setup(url, statement_timeout_ms, application_name, engine_kw)
+    if driver != "asyncpg":
+        raise ValueError(f"build_async_engine takes a postgresql+asyncpg URL, not {driver}: use build_engine()")
+    return create_async_engine(engine_url, connect_args=connect_args, **engine_kw)
 
 
 _engine = None

@@ -25,13 +25,15 @@ class ServiceDsn(BaseModel):
     service: str
     driver: str
     url: str  # masked unless revealed
-    connect_args: dict[str, str]
+    connect_args: dict[str, str]  # what create_engine needs beside the URL, in words
+    notes: list[str] = []  # what the URL cannot carry for this driver, and where it goes instead
     password_secret: str
     password_version: int
     url_secret: str | None
     stored_version: int | None = None
     stored_findings: list[FindingOut] = []
     stored_matches: bool | None = None  # the stored string equals the one built now
+    stored_skipped: str | None = None  # why the stored string was not compared (another driver)
     written_version: int | None = None
 
 
@@ -50,22 +52,19 @@ class DsnResult(Result):
 
     def view(self) -> list[views.Block]:
         if self.revealed:
-            return [views.Revealed("\n".join(s.url for s in self.services))]
+            # One service: the URL alone (for $(...)); several: "SERVICE URL" per line (URLs hold no spaces).
+            lines = ([s.url for s in self.services] if len(self.services) == 1
+                     else [f"{s.service} {s.url}" for s in self.services])
+            return [views.Revealed("\n".join(lines) + "\n")]
         blocks: list[views.Block] = []
         for s in self.services:
             items: list[tuple[str, views.CellLike]] = [
                 ("url", s.url), ("driver", s.driver),
                 ("connect_args", ", ".join(f"{k}={v}" for k, v in s.connect_args.items()) or "-"),
                 ("password", f"secret {s.password_secret} v{s.password_version}")]
+            items += [("note", views.dim(n)) for n in s.notes]
             if s.url_secret:
-                if s.written_version:
-                    items.append(("stored", views.ok(f"wrote {s.url_secret} v{s.written_version}")))
-                elif s.stored_version is None:
-                    items.append(("stored", views.warn(f"{s.url_secret}: no version yet (use --write-secret)")))
-                else:
-                    same = "same as built" if s.stored_matches else "differs from the one built now"
-                    style = "ok" if s.stored_matches and not s.stored_findings else "warn"
-                    items.append(("stored", views.Cell(f"{s.url_secret} v{s.stored_version}: {same}", style)))
+                items.append(("stored", _stored(s)))
             blocks.append(views.Fields(items, title=s.service))
             for f in s.stored_findings:
                 blocks.append(views.Line(f"  {f.severity}: {f.code}: {f.message}", "fail" if f.severity ==
@@ -74,10 +73,38 @@ class DsnResult(Result):
         return blocks
 
 
+def _stored(s: ServiceDsn) -> views.Cell:
+    if s.written_version:
+        return views.ok(f"wrote {s.url_secret} v{s.written_version}")
+    if s.stored_skipped:
+        return views.dim(s.stored_skipped)
+    if s.stored_version is None:
+        return views.warn(f"{s.url_secret}: no version yet (use --write-secret)")
+    same = "same as built" if s.stored_matches else "differs from the one built now"
+    style = "ok" if s.stored_matches and not s.stored_findings else "warn"
+    return views.Cell(f"{s.url_secret} v{s.stored_version}: {same}", style)
+
+
 def _describe(connect_args: dict) -> dict[str, str]:
+    """connect_args in words: an SSLContext says what it checks, not its type."""
+    import ssl
+
+    from deployctl import runtime
+
     out = {}
     for k, v in connect_args.items():
-        out[k] = type(v).__name__ if k in ("ssl_context", "ssl") and not isinstance(v, bool) else str(v)
+        if k not in ("ssl_context", "ssl") or isinstance(v, str):
+            out[k] = str(v)
+        elif v is False:
+            out[k] = "off (disable)"
+        elif v is None:
+            out[k] = "opportunistic, unverified (prefer)"
+        elif runtime.is_unverified(v) or (isinstance(v, ssl.SSLContext) and v.verify_mode == ssl.CERT_NONE):
+            out[k] = "required, certificate not checked (require)"
+        elif isinstance(v, ssl.SSLContext) and v.check_hostname:
+            out[k] = "verified: CA and host name (verify-full)"
+        else:
+            out[k] = "verified: CA (verify-ca)"
     return out
 
 
@@ -98,6 +125,8 @@ def show(ctx: Context, services: list[str] | None = None, driver: str | None = N
     from deployctl import dbtarget, dsn
     from deployctl.cloud.secrets import SecretStore
 
+    if driver is not None and driver not in dsn.DRIVERS:
+        raise UsageError(f"unknown driver {driver!r}", hint=f"use one of: {', '.join(dsn.DRIVERS)}")
     names = dbtarget.with_database(ctx, services)
     if not names:
         raise UsageError("no service with a database was selected",
@@ -106,28 +135,46 @@ def show(ctx: Context, services: list[str] | None = None, driver: str | None = N
     out = []
     for name in names:
         target = dbtarget.resolve(ctx, name)
+        other_driver = driver is not None and driver != target.driver
+        if write_secret and not target.url_secret:
+            raise ConfigError(f"service {name!r} has no url_secret to write to",
+                              hint=f"set url_secret in [services.{name}.database]")
+        if write_secret and other_driver:
+            raise UsageError(
+                f"{name}: --driver {driver} is not the service's driver ({target.driver}); its url_secret "
+                f"{target.url_secret} is read with {target.driver}, so a {driver} URL is not written there",
+                hint=f"drop --driver to write the {target.driver} URL, or first set driver = \"{driver}\" in "
+                     f"[services.{name}.database]")
         password = store.access(target.password_secret, config_ref=f"services.{name}.database.password_secret")
         if password.has_trailing_newline:
             raise _trailing_newline(name, target.password_secret, password.version)
         built = dbtarget.build_dsn(target, password.text, driver=driver)
         entry = ServiceDsn(service=name, driver=built.driver, url=built.url if reveal else built.masked,
-                           connect_args=_describe(built.connect_args), password_secret=target.password_secret,
-                           password_version=password.version, url_secret=target.url_secret)
-        if target.url_secret:
-            try:
-                stored = store.access(target.url_secret)
-                entry.stored_version = stored.version
-                entry.stored_matches = stored.data == built.url.encode()
-                entry.stored_findings = [FindingOut(**f.__dict__) for f in dsn.lint(
-                    stored.data.decode("utf-8", "replace"), private_ip=target.host, via_runtime=True)]
-            except NotFound:
-                pass
+                           connect_args=_describe(built.connect_args), notes=list(built.notes),
+                           password_secret=target.password_secret, password_version=password.version,
+                           url_secret=target.url_secret)
+        if target.url_secret and other_driver:
+            entry.stored_skipped = (f"{target.url_secret} not compared: it holds the service's {target.driver} "
+                                    f"URL, this one is for {driver}")
+        elif target.url_secret:
+            _compare_stored(store, target, built, entry)
             if write_secret and not entry.stored_matches:
                 store.create_secret(target.url_secret, exist_ok=True)
                 entry.written_version = store.add_version(target.url_secret, built.url).number
                 entry.stored_findings = []
-        elif write_secret:
-            raise ConfigError(f"service {name!r} has no url_secret to write to",
-                              hint=f"set url_secret in [services.{name}.database]")
         out.append(entry)
     return DsnResult(services=out, revealed=reveal)
+
+
+def _compare_stored(store, target, built, entry: ServiceDsn) -> None:
+    from deployctl import dsn
+
+    try:
+        stored = store.access(target.url_secret)
+    except NotFound:
+        return
+    entry.stored_version = stored.version
+    entry.stored_matches = stored.data == built.url.encode()
+    findings = dsn.lint(stored.data.decode("utf-8", "replace"), private_ip=target.host, via_runtime=True)
+    entry.stored_findings = [FindingOut(code=f.code, severity=f.severity, message=f.message,
+                                        hint=f.hint.replace("SERVICE", target.service)) for f in findings]

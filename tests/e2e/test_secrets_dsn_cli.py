@@ -54,6 +54,24 @@ def test_dsn_is_masked_encoded_and_ssl(local_cloud):
         assert [f for f in s["stored_findings"] if f["severity"] == "error"] == []
 
 
+def test_another_driver_is_not_compared_with_nor_written_into_the_url_secret(local_cloud):
+    before = json.loads(local_cloud("--json", "secrets", "versions", "fiat-gateway-database-url").stdout)["data"]
+    run = local_cloud("--json", "dsn", "fiat-gateway", "--driver", "asyncpg")
+    assert run.code == 0, run.output
+    s = json.loads(run.stdout)["data"]["services"][0]
+    assert s["url"].startswith("postgresql+asyncpg://") and s["url"].endswith("?ssl=require")
+    assert s["stored_matches"] is None and "not compared" in s["stored_skipped"]
+    assert s["connect_args"]["ssl"] == "require" and s["notes"]
+    human = local_cloud("dsn", "fiat-gateway", "--driver", "asyncpg")
+    assert "not compared" in human.stdout and "differs" not in human.stdout
+    refused = local_cloud("dsn", "fiat-gateway", "--driver", "asyncpg", "--write-secret")
+    assert refused.code == 2 and "is not the service's driver (pg8000)" in refused.stderr
+    after = json.loads(local_cloud("--json", "secrets", "versions", "fiat-gateway-database-url").stdout)["data"]
+    assert after == before
+    pg8000 = json.loads(local_cloud("--json", "dsn", "fiat-gateway").stdout)["data"]["services"][0]
+    assert pg8000["connect_args"]["ssl_context"] == "required, certificate not checked (require)"
+
+
 def test_secret_versions_and_states(local_cloud):
     assert local_cloud("secrets", "set", "e2e-versions", input="one").code == 0
     assert local_cloud("secrets", "set", "e2e-versions", input="two").code == 0

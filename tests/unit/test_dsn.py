@@ -44,8 +44,9 @@ def test_per_driver_connect_args():
     assert runtime.is_unverified(pg.connect_args["ssl_context"]) and pg.connect_args["timeout"] == 7.0
     assert pg.connect_args["ssl_context"].verify_mode == ssl.CERT_NONE
     assert "sslmode" not in pg.engine_url.query and pg.url.endswith("?sslmode=require&connect_timeout=7")
-    apg = dsn.build(driver="asyncpg", user="u", password="pw12", database="db", host=HOST)
-    assert apg.connect_args == {"ssl": "require", "timeout": 10.0}
+    apg = dsn.build(driver="asyncpg", user="u", password="pw12", database="db", host=HOST, connect_timeout=7)
+    assert apg.connect_args == {"ssl": "require", "timeout": 7.0}
+    assert apg.url.endswith("/db?ssl=require") and any("'timeout': 7" in n for n in apg.notes)
     ps = dsn.build(driver="psycopg", user="u", password="pw12", database="db", host=HOST)
     assert ps.connect_args == {}
     assert dict(ps.engine_url.query) == {"sslmode": "require", "connect_timeout": "10"}
@@ -179,3 +180,64 @@ def test_saslprep_fallback_matches_postgres():
 
     assert scramp.core.saslprep("cafe\u0301") == "caf\u00e9"  # NFKC as before
     assert scramp.core.saslprep("pw\U0001F600") == "pw\U0001F600"  # unassigned in Unicode 3.2: raw, like PG
+
+
+# What asyncpg.connect() (0.32) accepts among the keys a URL can give; SQLAlchemy passes every query key to it.
+ASYNCPG_CONNECT_KEYWORDS = {"host", "port", "user", "password", "database", "ssl", "passfile",
+                            "target_session_attrs", "krbsrvname", "gsslib", "direct_tls"}
+
+
+@pytest.mark.parametrize("sslmode", ["require", "verify-ca", "verify-full", "disable"])
+def test_asyncpg_url_works_as_printed_with_create_async_engine(sslmode, tmp_path):
+    """B5: SQLAlchemy's asyncpg dialect hands the URL's query to asyncpg.connect() as keywords; libpq's
+    sslmode/connect_timeout/sslrootcert there are a TypeError (checked by hand with asyncpg 0.32)."""
+    from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg  # the dialect, not asyncpg itself
+
+    from deployctl.emulator import certs
+
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(certs.make_ca().cert_pem)
+    d = dsn.build(driver="asyncpg", user="u", password="p@ss w:rd", database="db", host=HOST, sslmode=sslmode,
+                  sslrootcert=str(ca) if sslmode.startswith("verify") else None, connect_timeout=3)
+    _, kwargs = PGDialect_asyncpg().create_connect_args(make_url(d.url))
+    assert set(kwargs) <= ASYNCPG_CONNECT_KEYWORDS, kwargs
+    assert kwargs["ssl"] == sslmode and kwargs["password"] == "p@ss w:rd"
+    assert "sslmode-for-asyncpg" not in codes(d.url, private_ip=HOST)  # lint agrees: nothing for TypeError
+    # the pieces the URL cannot carry are in connect_args (and said in notes)
+    assert d.connect_args["timeout"] == 3.0
+    if sslmode.startswith("verify"):
+        assert isinstance(d.connect_args["ssl"], ssl.SSLContext) and any("PGSSLROOTCERT" in n for n in d.notes)
+
+
+def test_runtime_takes_the_server_ca_from_pgsslrootcert(monkeypatch, tmp_path):
+    from deployctl.emulator import certs
+
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(certs.make_ca().cert_pem)
+    monkeypatch.setenv("PGSSLROOTCERT", str(ca))
+    for url, key in (("postgresql+asyncpg://u:pw@h/db?ssl=verify-ca", "ssl"),
+                     ("postgresql+pg8000://u:pw@h/db?sslmode=verify-full", "ssl_context")):
+        ctx = runtime.engine_args(url)[1][key]
+        # only that CA (create_default_context(cafile=...) loads no system CA besides)
+        assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.cert_store_stats()["x509_ca"] == 1
+    # prefer/disable never pick it up
+    assert runtime.engine_args("postgresql+pg8000://u:pw@h/db?sslmode=disable")[1]["ssl_context"] is False
+
+
+def test_connect_timeout_keeps_fractions_for_pg8000_and_rounds_up_for_libpq():
+    pg = dsn.build(driver="pg8000", user="u", password="pw12", database="db", host=HOST, connect_timeout=0.5)
+    assert pg.url.endswith("connect_timeout=0.5") and pg.connect_args["timeout"] == 0.5
+    ps = dsn.build(driver="psycopg", user="u", password="pw12", database="db", host=HOST, connect_timeout=0.5)
+    assert ps.engine_url.query["connect_timeout"] == "1"  # not 0, which libpq reads as "wait forever"
+    assert runtime.engine_args("postgresql+psycopg://u:pw@h/db?connect_timeout=2.1")[0].query["connect_timeout"] == "3"
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(dsn.DsnError):
+            dsn.build(driver="pg8000", user="u", password="pw12", database="db", host=HOST, connect_timeout=bad)
+    for bad in ("0", "-3", "ten"):
+        with pytest.raises(ValueError, match="connect_timeout"):
+            runtime.engine_args(f"postgresql+pg8000://u:pw@h/db?connect_timeout={bad}")
+
+
+def test_build_engine_refuses_an_asyncpg_url_with_the_async_alternative():
+    with pytest.raises(ValueError, match="build_async_engine"):
+        runtime.build_engine("postgresql+asyncpg://u:pw@h/db?ssl=require")
