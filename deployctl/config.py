@@ -57,6 +57,9 @@ class Instance(Model):
     public_ip: str | None = None
     port: Annotated[int, Field(ge=1, le=65535)] = 5432
     ssl: Literal["require", "verify-ca", "verify-full"] = "require"
+    # The instance's server CA (PEM), for verify-ca / verify-full: Cloud SQL's per-instance CA is in no
+    # system trust store. Relative paths are from the project root; it becomes the drivers' sslrootcert.
+    server_ca: Path | None = None
 
     @field_validator("private_ip", "public_ip")
     @classmethod
@@ -64,8 +67,19 @@ class Instance(Model):
         if v is not None:
             import ipaddress
 
-            ipaddress.ip_address(v)
+            try:
+                ipaddress.ip_address(v)
+            except ValueError:
+                raise ValueError("is not an IPv4 or IPv6 address") from None  # the value is not repeated
         return v
+
+    @model_validator(mode="after")
+    def _ca_for_verify(self) -> Instance:
+        if self.ssl != "require" and self.server_ca is None:
+            raise ValueError(f"ssl = \"{self.ssl}\" needs server_ca (the instance's server CA certificate, "
+                             "e.g. from `gcloud sql instances describe INSTANCE --format='value(serverCaCert.cert)'`)"
+                             "; without it the certificate is checked against the system CAs and never verifies")
+        return self
 
     @property
     def name(self) -> str:

@@ -77,7 +77,7 @@ def compose_url(*, driver: str, user: str, password: str | None, database: str, 
 
 
 def database_url_from_env(environ=os.environ) -> str:
-    """DATABASE_URL, or one composed from DB_HOST/DB_PORT/DB_NAME/DB_USER/DB_PASSWORD/DB_SSLMODE
+    """DATABASE_URL, or one composed from DB_HOST/DB_PORT/DB_NAME/DB_USER/DB_PASSWORD/DB_SSLMODE/DB_SSLROOTCERT
     (+ DB_DRIVER, default pg8000), or INSTANCE_CONNECTION_NAME (+ DB_IP_TYPE, DB_IAM_AUTH) for connector mode."""
     if environ.get("DATABASE_URL"):
         return _strip_newline("DATABASE_URL", environ["DATABASE_URL"])
@@ -102,6 +102,8 @@ def database_url_from_env(environ=os.environ) -> str:
     else:
         host = environ["DB_HOST"].strip()
         query["sslmode"] = environ.get("DB_SSLMODE", "require").strip()
+        if environ.get("DB_SSLROOTCERT", "").strip():
+            query["sslrootcert"] = environ["DB_SSLROOTCERT"].strip()
     if environ.get("DB_CONNECT_TIMEOUT"):
         query["connect_timeout"] = environ["DB_CONNECT_TIMEOUT"].strip()
     return compose_url(driver=driver, user=environ["DB_USER"].strip(), password=password,

@@ -158,3 +158,20 @@ def test_psycopg_style_url_without_sslmode_still_works_for_pg8000(pg_cluster, fr
     url = runtime.compose_url(driver="pg8000", user=user, password=pw, database=db, host=pg_cluster.host)
     assert connect.probe(url, timeout=5).ok
     assert {f.code for f in dsn.lint(url, private_ip=pg_cluster.host)} == {"sslmode-missing"}
+
+
+@pytest.mark.parametrize("sslmode", ["verify-ca", "verify-full"])
+def test_verify_modes_log_in_with_the_server_ca(pg_cluster, fresh_db, sslmode):
+    """B7: the server CA (config: instances.X.server_ca) reaches the driver as sslrootcert; without it the
+    certificate is checked against the system CAs and the login fails."""
+    db, user, pw = fresh_db
+    ca = str(pg_cluster.data_dir / "root.crt")
+    with_ca = dsn.build(driver="pg8000", user=user, password=pw, database=db, host=pg_cluster.host,
+                        sslmode=sslmode, sslrootcert=ca)
+    assert connect.probe(with_ca, timeout=5).ok
+    assert _whoami(runtime.build_engine(with_ca.url)) == user
+    pieces = {"DB_HOST": pg_cluster.host, "DB_NAME": db, "DB_USER": user, "DB_PASSWORD": pw,
+              "DB_SSLMODE": sslmode, "DB_SSLROOTCERT": ca}
+    assert _whoami(runtime.build_engine(runtime.database_url_from_env(pieces))) == user
+    without = dsn.build(driver="pg8000", user=user, password=pw, database=db, host=pg_cluster.host, sslmode=sslmode)
+    assert not connect.probe(without, timeout=5).ok

@@ -50,3 +50,25 @@ def test_pieces_env_carries_iam_auth_for_the_connector(tmp_path):
     assert env["DB_IAM_AUTH"] == "true" and "DB_HOST" not in env
     spec = runtime.connector_spec(runtime.database_url_from_env(env))
     assert spec["iam_auth"] is True and spec["instance_connection_name"] == "acme-dev:us-central1:core-pg"
+
+
+INSTANCE = '[instances.core]\nconnection_name = "acme-dev:us-central1:core-pg"\nprivate_ip = "10.20.0.3"\n'
+ENV = '[environment]\nproject = "acme-dev"\nregion = "us-central1"\n'
+
+
+@pytest.mark.parametrize("mode", ["verify-ca", "verify-full"])
+def test_verify_modes_need_the_server_ca(tmp_path, mode):
+    with pytest.raises(ConfigError) as exc:
+        config.parse(ENV + INSTANCE + f'ssl = "{mode}"\n', path=tmp_path / "x.toml", env="x")
+    assert "instances.core" in exc.value.message and "needs server_ca" in exc.value.message
+    cfg = config.parse(ENV + INSTANCE + f'ssl = "{mode}"\nserver_ca = "certs/core-ca.pem"\n',
+                       path=tmp_path / "x.toml", env="x")
+    assert cfg.instances["core"].server_ca == Path("certs/core-ca.pem")
+    assert cfg.resolve(cfg.instances["core"].server_ca).is_absolute()
+
+
+def test_a_bad_ip_is_named_without_repeating_the_value(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        config.parse(ENV + INSTANCE.replace("10.20.0.3", "hunter2-pasted") , path=tmp_path / "x.toml", env="x")
+    assert "instances.core.private_ip: is not an IPv4 or IPv6 address" in exc.value.message
+    assert "hunter2" not in exc.value.message
