@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
@@ -13,6 +14,7 @@ from deployctl.errors import AlreadyExists, UsageError
 from deployctl.results import Result
 
 MAX_PARALLEL = 8  # Secret Manager calls at once
+_VERSION = re.compile(r"latest|[1-9][0-9]{0,18}")  # a version number fits Secret Manager's int64
 
 
 def _store(ctx: Context):
@@ -148,7 +150,23 @@ def list_secrets(ctx: Context) -> ListResult:
     return ListResult(secrets=rows, missing=sorted(set(refs) - present))
 
 
+def _check_id(secret_id: str) -> None:
+    """Usage errors before any call: a '/' would be spliced into the resource name (B8)."""
+    from deployctl.cloud.secrets import SECRET_ID
+
+    if not SECRET_ID.fullmatch(secret_id):
+        raise UsageError(f"invalid secret id {secret_id!r}: a secret id is 1-255 letters, digits, '-' or '_'",
+                         hint="e.g. fiat-gateway-db-password; `deployctl secrets list` shows them")
+
+
+def _check_version(version: str) -> None:
+    if not _VERSION.fullmatch(version):
+        raise UsageError(f"invalid version {version!r}: a version is 'latest' or a number from 1",
+                         hint="`deployctl secrets versions SECRET` lists them")
+
+
 def versions(ctx: Context, secret_id: str) -> VersionsResult:
+    _check_id(secret_id)
     vs = _store(ctx).versions(secret_id)
     return VersionsResult(id=secret_id, versions=[
         VersionRow(number=v.number, state=v.state, created=v.create_time.isoformat() if v.create_time else None)
@@ -156,6 +174,8 @@ def versions(ctx: Context, secret_id: str) -> VersionsResult:
 
 
 def get(ctx: Context, secret_id: str, version: str = "latest", reveal: bool = False) -> GetResult:
+    _check_id(secret_id)
+    _check_version(version)
     value = _store(ctx).access(secret_id, version)
     text = value.data.decode("utf-8", "replace")
     warnings = [_newline_warning(secret_id, stored=True)] if value.has_trailing_newline else []
@@ -165,11 +185,7 @@ def get(ctx: Context, secret_id: str, version: str = "latest", reveal: bool = Fa
 
 
 def set_value(ctx: Context, secret_id: str, data: bytes, strip_newline: bool = False) -> SetResult:
-    from deployctl.cloud.secrets import SECRET_ID
-
-    if not SECRET_ID.fullmatch(secret_id):
-        raise UsageError(f"invalid secret id {secret_id!r}",
-                         hint="use 1-255 letters, digits, '-' or '_'")
+    _check_id(secret_id)
     redact.register(data)
     stripped = strip_newline and data.endswith((b"\n", b"\r"))
     if stripped:

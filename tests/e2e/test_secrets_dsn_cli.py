@@ -86,6 +86,23 @@ def test_missing_secret_is_exit_1_with_a_hint(local_cloud):
     assert "no-such-secret" in run.stderr and "next:" in run.stderr and "Traceback" not in run.output
 
 
+@pytest.mark.parametrize("argv, rule", [
+    (["secrets", "get", "a/b"], "1-255 letters"), (["secrets", "get", "../../x"], "1-255 letters"),
+    (["secrets", "versions", "a/b"], "1-255 letters"), (["secrets", "set", "bad id"], "1-255 letters"),
+    (["secrets", "get", "some-secret", "--version", "abc"], "'latest' or a number"),
+    (["secrets", "get", "some-secret", "--version", "0"], "'latest' or a number"),
+    (["secrets", "get", "some-secret", "--version", "99999999999999999999"], "'latest' or a number"),
+])
+def test_bad_ids_and_versions_are_usage_errors_before_any_call(tmp_path, argv, rule):
+    """B8: exit 2 with the rule, and no local cloud is even started (the state dir stays empty)."""
+    from tests.e2e.conftest import Cli
+
+    run = Cli(tmp_path / "state")(*argv, input="some-value")
+    assert run.code == 2, run.output
+    assert rule in run.stderr and "next:" in run.stderr
+    assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir())
+
+
 def test_empty_and_oversized_values_are_refused(local_cloud):
     assert local_cloud("secrets", "set", "e2e-empty", input="").code == 2
     big = local_cloud("secrets", "set", "e2e-big", input=b"x" * (64 * 1024 + 1))
