@@ -2,18 +2,22 @@
 
 With an emulator address, every client shares one plaintext gRPC channel passed as the transport (no
 credentials are looked up: a transport instance plus credentials= raises, and api_endpoint with anonymous
-credentials opens TLS and hangs). Otherwise clients use Application Default Credentials. Nothing else in
-deployctl knows which of the two it talks to.
+credentials opens TLS and hangs). Otherwise clients use Application Default Credentials, on the channel the
+library itself would build. Either way the channel reports each RPC's outcome to the policy's Breaker. Nothing
+else in deployctl knows which of the two it talks to.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import re
 import threading
 import time
 from functools import cached_property
 
+from deployctl import errors
 from deployctl.cloud.policy import DEFAULT, Breaker, CallPolicy
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # grpc's C core prints handshake noise otherwise
@@ -21,9 +25,10 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # grpc's C core prints handsha
 
 class Clients:
     def __init__(self, *, emulator_host: str | None, sqladmin_endpoint: str | None = None,
-                 policy: CallPolicy = DEFAULT) -> None:
+                 policy: CallPolicy = DEFAULT, client_options: dict | None = None) -> None:
         self.emulator_host = emulator_host
         self.sqladmin_endpoint = sqladmin_endpoint
+        self.client_options = client_options  # Google only: e.g. {"api_endpoint": a regional or PSC endpoint}
         # Each Clients has its own breaker: the channel below reports to it whether the endpoint answers.
         self.policy = policy if policy.breaker else dataclasses.replace(policy, breaker=Breaker())
         self._lock = threading.Lock()
@@ -45,7 +50,21 @@ class Clients:
         with self._lock:
             if self.emulator_host:
                 return client_cls(transport=transport_cls(channel=self.channel))
-            return client_cls()
+            watcher = _outcome_watcher(self.policy.breaker)
+
+            def watched_channel(*args, **kwargs):  # what the transport would build, plus the outcome watcher
+                import grpc
+
+                return grpc.intercept_channel(transport_cls.create_channel(*args, **kwargs), watcher)
+
+            try:
+                return client_cls(transport=functools.partial(transport_cls, channel=watched_channel),
+                                  client_options=self.client_options)
+            except Exception as exc:
+                auth = credentials_error(exc)
+                if auth is None:
+                    raise
+                raise auth from exc
 
     # --- Secret Manager ------------------------------------------------------------------------------
     @cached_property
@@ -124,11 +143,35 @@ class Clients:
             self.channel.close()
 
 
+CREDENTIALS_HINT = ("run `gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS to a key "
+                    "file; in CI use Workload Identity, see docs/ci.md); for the local cloud use `--env local` or "
+                    "set DEPLOYCTL_EMULATOR_HOST")
+
+
+def credentials_error(exc: BaseException) -> errors.DeployctlError | None:
+    """A DeployctlError for google.auth's "no credentials" / "cannot refresh them", else None."""
+    from google.auth import exceptions as auth_exc
+
+    if isinstance(exc, auth_exc.DefaultCredentialsError):
+        first = str(exc).split(". ")[0].rstrip(".")
+        return errors.ConfigError(f"no Google Cloud credentials: {first}", hint=CREDENTIALS_HINT,
+                                  code="no-credentials")
+    if isinstance(exc, auth_exc.GoogleAuthError):
+        return errors.PermissionDenied(f"the Google Cloud credentials could not be used: {exc}",
+                                       hint=CREDENTIALS_HINT, code="credentials")
+    return None
+
+
+# grpc's own words when the request never reached a server; any other UNAVAILABLE was sent by the endpoint
+# (an answer: it is alive), e.g. an overloaded frontend, or the local cloud's injected faults.
+_NO_CONNECTION = re.compile(r"failed to connect|connection (refused|reset)|socket closed|broken pipe|"
+                            r"handshake|dns resolution|network is unreachable|no route to host|goaway|"
+                            r"keepalive", re.IGNORECASE)
+
+
 def _outcome_watcher(breaker: Breaker):
     """A channel interceptor telling the breaker whether each unary RPC got an answer from the endpoint."""
     import grpc
-
-    silent = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
     class Watcher(grpc.UnaryUnaryClientInterceptor):
         def intercept_unary_unary(self, continuation, client_call_details, request):
@@ -136,7 +179,9 @@ def _outcome_watcher(breaker: Breaker):
             outcome = continuation(client_call_details, request)
 
             def seen(call) -> None:
-                if call.code() in silent:
+                code = call.code()
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED or (
+                        code == grpc.StatusCode.UNAVAILABLE and _NO_CONNECTION.search(call.details() or "")):
                     breaker.failed(started)
                 else:
                     breaker.answered()

@@ -29,21 +29,21 @@ ROLE_FOR_PERMISSION: dict[str, str] = {
     "secretmanager.secrets.update": "roles/secretmanager.admin",
     "secretmanager.secrets.delete": "roles/secretmanager.admin",
     # Cloud Run
-    "run.services.get": "roles/run.developer",
-    "run.services.list": "roles/run.developer",
+    "run.services.get": "roles/run.viewer",
+    "run.services.list": "roles/run.viewer",
     "run.services.create": "roles/run.developer",
     "run.services.update": "roles/run.developer",
-    "run.revisions.get": "roles/run.developer",
-    "run.revisions.list": "roles/run.developer",
-    "run.jobs.get": "roles/run.developer",
+    "run.revisions.get": "roles/run.viewer",
+    "run.revisions.list": "roles/run.viewer",
+    "run.jobs.get": "roles/run.viewer",
     "run.jobs.create": "roles/run.developer",
     "run.jobs.update": "roles/run.developer",
     "run.jobs.run": "roles/run.developer",
-    "run.executions.get": "roles/run.developer",
-    "run.executions.list": "roles/run.developer",
+    "run.executions.get": "roles/run.viewer",
+    "run.executions.list": "roles/run.viewer",
     "run.executions.cancel": "roles/run.developer",
     "run.services.delete": "roles/run.developer",
-    "run.operations.get": "roles/run.developer",
+    "run.operations.get": "roles/run.viewer",
     "run.routes.invoke": "roles/run.invoker",
     "iam.serviceAccounts.actAs": "roles/iam.serviceAccountUser",  # deploying as a runtime service account
     # Cloud SQL
@@ -113,8 +113,11 @@ def translate(exc: BaseException, *, resource: str, config_ref: str | None = Non
         why = ("connection refused" if "refused" in detail.lower()
                else "the endpoint accepted the connection but did not answer" if "deadline" in detail.lower()
                else detail)
+        hint = UNREACHABLE_HINT
+        if isinstance(exc, gexc.DeadlineExceeded):  # a change not retried: the server may have made it
+            hint += "; if this was a change (deploy, migrate, secrets set), check whether it was made before retrying"
         return errors.Unreachable(f"no answer from the API while working on {resource}: {why}",
-                                  hint=UNREACHABLE_HINT, details={**details, "detail": detail})
+                                  hint=hint, details={**details, "detail": detail})
     return errors.CloudError(f"the API call for {resource} failed: {detail}",
                              hint="retry; if it fails again, run with -v and check the resource's state "
                                   "(`deployctl doctor`)", details=details)
@@ -167,7 +170,12 @@ def translated(resource: str, config_ref: str | None = None, *, permission: str 
         raise
     except Exception as exc:
         if not _is_google_error(exc):
-            raise
+            from deployctl.cloud.clients import credentials_error  # google.auth: no or expired credentials
+
+            auth = credentials_error(exc)
+            if auth is None:
+                raise
+            raise auth from exc
         raise translate(exc, resource=resource, config_ref=config_ref, permission=permission) from exc
 
 

@@ -2,13 +2,23 @@
 
 The libraries' defaults retry for up to 60 s on a dead endpoint, Cloud Run Jobs RPCs have no deadline at all,
 and `timeout=` alone does not bound the retries: every call made by deployctl passes `**policy.call()`.
+
+Reads retry every transient error. A mutation (create, update, delete, add a version, run a job) passes
+`**policy.call(mutation=True)` and is retried only on errors that say the server did not act on it
+(UNAVAILABLE, RESOURCE_EXHAUSTED): after DEADLINE_EXCEEDED or INTERNAL the change may have been made, and
+repeating it would start a second execution, add a duplicate version, or report our own create as a conflict.
+Long-running operations are waited with `policy.wait(op)`: each poll is one bounded call, Ctrl-C stops it.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
+import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger("deployctl.cloud")
@@ -29,33 +39,50 @@ def _on_retry(exc: Exception) -> None:
     log.info("retrying after a transient error: %s", getattr(exc, "message", None) or exc)
 
 
+def _not_acted_on(exc: Exception) -> bool:
+    """The server refused the request before acting on it: safe to send again, even a mutation."""
+    from google.api_core import exceptions as gexc
+
+    return isinstance(exc, gexc.ServiceUnavailable | gexc.TooManyRequests | gexc.ResourceExhausted)
+
+
 def _is_transient(exc: Exception) -> bool:
     from google.api_core import exceptions as gexc
 
-    return isinstance(exc, gexc.ServiceUnavailable | gexc.TooManyRequests | gexc.ResourceExhausted
-                      | gexc.DeadlineExceeded | gexc.InternalServerError)
+    return _not_acted_on(exc) or isinstance(exc, gexc.DeadlineExceeded | gexc.InternalServerError)
+
+
+def _is_quota(exc: Exception) -> bool:
+    from google.api_core import exceptions as gexc
+
+    return isinstance(exc, gexc.TooManyRequests | gexc.ResourceExhausted)
 
 
 class Breaker:
     """Remembers that an endpoint has stopped answering, so one command does not wait a full deadline per call.
 
-    The clients' channel reports every RPC's outcome here. Once the endpoint has answered nothing (only
-    UNAVAILABLE / DEADLINE_EXCEEDED) for a whole call deadline, later calls are tried once, briefly, and not
-    retried: a dead endpoint costs a command about one deadline, not one per call. Any answer closes it again.
+    The clients' channel reports every RPC's outcome here. Once the endpoint has answered nothing (no
+    connection, or DEADLINE_EXCEEDED) for a whole call deadline, reads are tried once, briefly, and not
+    retried: a dead endpoint costs a command about one deadline, not one per call. Every PROBE_EVERY seconds one
+    call gets a longer attempt, so an endpoint that is back but slow is noticed; any answer closes the breaker.
     """
 
-    QUICK_ATTEMPT = 0.3  # seconds for one attempt once open
+    QUICK_ATTEMPT = 0.3  # seconds for one attempt of a read once open
+    PROBE_ATTEMPT = 2.0  # seconds for the attempt that probes whether the endpoint is back
+    PROBE_EVERY = 5.0
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._failing_since: float | None = None
         self._last_failure = 0.0
+        self._last_probe = 0.0
 
     def failed(self, started: float) -> None:
         with self._lock:
             if self._failing_since is None or started < self._failing_since:
                 self._failing_since = started
-            self._last_failure = time.monotonic()
+            self._last_failure = self._clock()
 
     def answered(self) -> None:
         with self._lock:
@@ -63,8 +90,78 @@ class Breaker:
 
     def open(self, deadline: float) -> bool:
         with self._lock:
-            return (self._failing_since is not None
-                    and self._last_failure - self._failing_since >= deadline * 0.9)
+            return self._open(deadline)
+
+    def state(self, deadline: float) -> str:
+        """"closed", "open", or "probe" (open, and this call is the one allowed to probe)."""
+        with self._lock:
+            if not self._open(deadline):
+                return "closed"
+            now = self._clock()
+            if now - max(self._last_probe, self._failing_since or 0.0) >= self.PROBE_EVERY:
+                self._last_probe = now
+                return "probe"
+            return "open"
+
+    def _open(self, deadline: float) -> bool:
+        return self._failing_since is not None and self._last_failure - self._failing_since >= deadline * 0.9
+
+
+@functools.cache
+def _retry_class():
+    """api_core's Retry, with two changes: after a quota error the next wait is longer (retrying at 0.1 s just
+    uses the quota up again), and a Ctrl-C stops the retries at the next wait (a deploy's workers poll here)."""
+    from google.api_core.retry import Retry, retry_target
+
+    class PolicyRetry(Retry):
+        def __call__(self, func, on_error=None):
+            on_error = self._on_error or on_error
+
+            @functools.wraps(func)
+            def retried(*args, **kwargs):
+                backoff = _Backoff(self._initial, self._maximum, self._multiplier)
+
+                def seen(exc: Exception) -> None:
+                    backoff.saw(exc)
+                    if on_error is not None:
+                        on_error(exc)
+
+                return retry_target(functools.partial(func, *args, **kwargs), self._predicate, backoff,
+                                    timeout=self._timeout, on_error=seen)
+
+            return retried
+
+    return PolicyRetry
+
+
+class _Backoff:
+    """Exponential backoff with jitter; a quota error raises the next wait to at least QUOTA_INITIAL, growing."""
+
+    QUOTA_INITIAL = 1.0
+    QUOTA_MAXIMUM = 10.0
+
+    def __init__(self, initial: float, maximum: float, multiplier: float) -> None:
+        self.delay, self.maximum, self.multiplier = min(initial, maximum), maximum, multiplier
+        self.quota_delay = self.QUOTA_INITIAL
+        self.last: Exception | None = None
+
+    def saw(self, exc: Exception) -> None:
+        self.last = exc
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> float:
+        from deployctl import interrupt
+
+        interrupt.check()  # raises Cancelled: the retry loop does not catch KeyboardInterrupt
+        if self.last is not None and _is_quota(self.last):
+            wait = random.uniform(self.quota_delay / 2, self.quota_delay)
+            self.quota_delay = min(self.quota_delay * 2, self.QUOTA_MAXIMUM)
+            return wait
+        wait = random.uniform(0.0, self.delay)
+        self.delay = min(self.delay * self.multiplier, self.maximum)
+        return wait
 
 
 @dataclass(frozen=True)
@@ -74,45 +171,94 @@ class CallPolicy:
     initial_backoff: float = 0.1
     max_backoff: float = 2.0
     operation_deadline: float = 300.0  # seconds to wait for a long-running operation
-    breaker: Breaker | None = field(default=None, compare=False)  # set per Clients (emulator channel)
+    breaker: Breaker | None = field(default=None, compare=False)  # set per Clients
 
-    def retry(self):
-        from google.api_core.retry import Retry
+    def retry(self, *, mutation: bool = False, timeout: float | None = None):
+        """The Retry for one call (`timeout`: a shorter overall limit than the policy's deadline)."""
+        return self._retry(mutation, self.deadline if timeout is None else min(timeout, self.deadline))
 
-        if self._dead():
-            return Retry(predicate=lambda exc: False, timeout=Breaker.QUICK_ATTEMPT)
-        return Retry(predicate=_is_transient, initial=self.initial_backoff, maximum=self.max_backoff,
-                     multiplier=2.0, timeout=self.deadline, on_error=_on_retry)
+    def _retry(self, mutation: bool, timeout: float, single: bool = False):
+        cls = _retry_class()
+        if single:
+            return cls(predicate=lambda exc: False, timeout=timeout)
+        return cls(predicate=_not_acted_on if mutation else _is_transient, initial=self.initial_backoff,
+                   maximum=self.max_backoff, multiplier=2.0, timeout=timeout, on_error=_on_retry)
 
-    def call(self) -> dict:
-        """Keyword arguments for one GAPIC call: `client.get_secret(request=..., **policy.call())`."""
-        timeout = min(self.attempt_timeout, self.deadline)
-        if self._dead():
-            timeout = min(timeout, Breaker.QUICK_ATTEMPT)
-        return {"retry": self.retry(), "timeout": timeout}
+    def call(self, *, mutation: bool = False, timeout: float | None = None) -> dict:
+        """Keyword arguments for one GAPIC call: `client.get_secret(request=..., **policy.call())`.
 
-    def _dead(self) -> bool:
-        return self.breaker is not None and self.breaker.open(self.deadline)
+        `mutation=True` for a call that changes something and is not safe to repeat once the server acted.
+        """
+        limit = self.deadline if timeout is None else min(timeout, self.deadline)
+        attempt = min(self.attempt_timeout, limit)
+        state = self.breaker.state(self.deadline) if self.breaker is not None else "closed"
+        if state == "closed":
+            return {"retry": self._retry(mutation, limit), "timeout": attempt}
+        # The endpoint has been silent for a whole deadline: one attempt, no retries. A mutation keeps its full
+        # attempt (cut short, the server may act on it after we gave up); a read is quick unless it probes.
+        if not mutation:
+            attempt = min(attempt, Breaker.PROBE_ATTEMPT if state == "probe" else Breaker.QUICK_ATTEMPT)
+        return {"retry": self._retry(mutation, attempt, single=True), "timeout": attempt}
 
-    def polling(self):
-        """Operation polling that starts near 0.2 s (the library's starts at 1 s and grows to 20 s)."""
-        from google.api_core.future import polling
-        from google.api_core.retry import Retry, if_exception_type
+    def wait(self, operation, *, deadline: float | None = None, on_poll: Callable | None = None):
+        """Wait for a long-running operation and return its result, within `deadline` (default: the policy's
+        operation deadline).
 
-        # The poll loop works by retrying on "not complete yet"; a predicate that retries nothing stops
-        # at the first poll of a pending operation.
-        return Retry(predicate=if_exception_type(polling._OperationNotComplete), initial=0.2, maximum=2.0,
-                     multiplier=1.5, timeout=self.operation_deadline)
+        Each poll (GetOperation) is one call with this policy's attempt timeout and read retries, so a poll that
+        gets no answer ends (the library's own poll waits up to 600 s for one). Polls start 0.2 s apart and grow
+        to 2 s; between them `interrupt.sleep` lets Ctrl-C stop a worker thread. `on_poll(operation)` is called
+        after every poll that finds the operation still running (e.g. to report its metadata). An operation that
+        fails raises its Google error (callers translate it); one that outlives the deadline raises CloudError
+        with code "timeout".
+        """
+        from deployctl import errors, interrupt
 
-    def wait(self, operation, *, deadline: float | None = None):
-        """Block on a long-running operation with a bounded deadline and fast polling."""
-        operation._polling = self.polling()
-        return operation.result(timeout=deadline or self.operation_deadline, retry=self.retry())
+        limit = deadline or self.operation_deadline
+        end = time.monotonic() + limit
+        refresh = _bounded_refresh(operation)
+        delay = 0.2
+        while True:
+            remaining = end - time.monotonic()
+            if not operation.operation.done:
+                refresh(self.call(timeout=max(remaining, 0.1)))
+            if operation.operation.done:
+                return operation.result()  # the result is set: no further poll
+            if on_poll is not None:
+                on_poll(operation)
+            if time.monotonic() + delay > end:
+                raise errors.CloudError(f"operation {operation.operation.name} did not finish within {limit:g} s",
+                                        hint="check its state in the console (or `deployctl status`), then retry",
+                                        code="timeout", details={"operation": operation.operation.name})
+            interrupt.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
 
     def with_deadline(self, deadline: float) -> CallPolicy:
+        """Each call ends within `deadline` seconds, retries included; one attempt stays at most attempt_timeout
+        (a longer single attempt would leave no time to retry). Operations keep their own longer limit."""
         return CallPolicy(attempt_timeout=min(self.attempt_timeout, deadline), deadline=deadline,
                           initial_backoff=self.initial_backoff, max_backoff=self.max_backoff,
                           operation_deadline=max(deadline, self.operation_deadline), breaker=self.breaker)
+
+
+def _bounded_refresh(operation) -> Callable[[dict], None]:
+    """Refresh `operation` once with the given retry/timeout keywords.
+
+    A GAPIC operation's refresh is `functools.partial(operations_client.get_operation, name, metadata=...)`,
+    which takes `timeout` (api_core's Operation.done() passes only `retry`, leaving the 600 s default).
+    """
+    refresh = operation._refresh
+    target = getattr(refresh, "func", refresh)
+    try:
+        takes_timeout = "timeout" in inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        takes_timeout = False
+
+    def poll(kwargs: dict) -> None:
+        args = kwargs if takes_timeout else {"retry": kwargs["retry"]}
+        operation._operation = refresh(**args)
+        operation._set_result_from_operation()
+
+    return poll
 
 
 DEFAULT = CallPolicy()

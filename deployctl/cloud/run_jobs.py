@@ -120,10 +120,10 @@ class RunJobs:
         exists = self.find(job_id) is not None
         with translated(name, permission="run.jobs.update" if exists else "run.jobs.create"):
             if not exists:
-                op = self.clients.jobs.create_job(parent=self.parent, job=job, job_id=job_id, **policy.call())
+                op = self.clients.jobs.create_job(parent=self.parent, job=job, job_id=job_id, **policy.call(mutation=True))
             else:
                 job.name, job.etag = name, etag or ""
-                op = self.clients.jobs.update_job(job=job, **policy.call())
+                op = self.clients.jobs.update_job(job=job, **policy.call(mutation=True))
             return to_job(policy.wait(op))
 
     def run(self, job_id: str, *, args: list[str] | None = None, env: dict[str, str] | None = None,
@@ -145,7 +145,7 @@ class RunJobs:
             overrides.timeout = {"seconds": timeout_s}
         with translated(name, permission="run.jobs.run"):
             op = self.clients.jobs.run_job(request=t.RunJobRequest(name=name, overrides=overrides),
-                                           **self.clients.policy.call())
+                                           **self.clients.policy.call(mutation=True))
             try:
                 return to_execution(wait_operation(self.clients, op, on_progress=on_progress,
                                                    deadline=deadline, convert=to_execution))

@@ -137,7 +137,7 @@ class SecretStore:
                    "secret": {"replication": {"automatic": {}}, "labels": labels or {}}}
         try:
             with translated(name, permission="secretmanager.secrets.create"):
-                return _secret(self._api.create_secret(request=request, **self._call()))
+                return _secret(self._api.create_secret(request=request, **self.clients.policy.call(mutation=True)))
         except errors.AlreadyExists:
             if not exist_ok:
                 raise
@@ -146,7 +146,7 @@ class SecretStore:
     def delete_secret(self, secret_id: str) -> None:
         name = self.secret_name(secret_id)
         with translated(name, permission="secretmanager.secrets.delete"):
-            self._api.delete_secret(request={"name": name}, **self._call())
+            self._api.delete_secret(request={"name": name}, **self.clients.policy.call(mutation=True))
 
     # --- versions -----------------------------------------------------------------------------------
     def versions(self, secret_id: str, *, config_ref: str | None = None) -> list[SecretVersion]:
@@ -169,7 +169,7 @@ class SecretStore:
         # A client-side checksum lets the service reject a payload corrupted on the way.
         request = {"parent": name, "payload": {"data": raw, "data_crc32c": crc32c(raw)}}
         with translated(name, permission="secretmanager.versions.add"):
-            return _version(self._api.add_secret_version(request=request, **self._call()))
+            return _version(self._api.add_secret_version(request=request, **self.clients.policy.call(mutation=True)))
 
     def access(self, secret_id: str, version: str | int = "latest", *,
                config_ref: str | None = None) -> AccessedSecret:

@@ -4,7 +4,8 @@
     admin.get_instance("core-pg").private_ip         # "10.20.0.3"
     admin.get_user("core-pg", "cross_chain_user")    # SqlUser(...) or None when the role does not exist
 
-Every call passes the client policy's retry and timeout; Google errors come back as DeployctlErrors naming the
+Every call passes the client policy's retry and timeout (creates and deletes as mutations: not retried once the
+server may have acted; setting a password is safe to repeat); Google errors come back as DeployctlErrors naming the
 resource and, for a denial, the IAM role it needs (roles/cloudsql.admin or roles/cloudsql.client).
 Passwords passed in are registered with redact before any call is made.
 """
@@ -104,7 +105,8 @@ class SqlAdmin:
                 ipv4_enabled=False, ssl_mode=t.IpConfiguration.SslMode.ENCRYPTED_ONLY)))
         with translated(self._ref(name), permission="cloudsql.instances.create"):
             op = self.clients.sql_instances.insert(
-                request=t.SqlInstancesInsertRequest(project=self.project, body=body), **self.clients.policy.call())
+                request=t.SqlInstancesInsertRequest(project=self.project, body=body),
+                **self.clients.policy.call(mutation=True))
             self._wait(op, self._ref(name))
         return self.get_instance(name)
 
@@ -142,7 +144,7 @@ class SqlAdmin:
             op = self.clients.sql_users.insert(
                 request=t.SqlUsersInsertRequest(project=self.project, instance=instance,
                                                 body=t.User(name=name, password=password)),
-                **self.clients.policy.call())
+                **self.clients.policy.call(mutation=True))
             self._wait(op, self._ref(instance, f"users/{name}"))
 
     def set_password(self, instance: str, name: str, password: str) -> None:
@@ -162,7 +164,7 @@ class SqlAdmin:
         with translated(self._ref(instance, f"users/{name}"), permission="cloudsql.users.delete"):
             op = self.clients.sql_users.delete(
                 request=t.SqlUsersDeleteRequest(project=self.project, instance=instance, name=name),
-                **self.clients.policy.call())
+                **self.clients.policy.call(mutation=True))
             self._wait(op, self._ref(instance, f"users/{name}"))
 
     # --- databases -----------------------------------------------------------------------------------
@@ -183,7 +185,7 @@ class SqlAdmin:
                 request=t.SqlDatabasesInsertRequest(project=self.project, instance=instance,
                                                     body=t.Database(name=name, instance=instance,
                                                                     project=self.project)),
-                **self.clients.policy.call())
+                **self.clients.policy.call(mutation=True))
             self._wait(op, self._ref(instance, f"databases/{name}"))
 
     def delete_database(self, instance: str, name: str) -> None:
@@ -192,7 +194,7 @@ class SqlAdmin:
         with translated(self._ref(instance, f"databases/{name}"), permission="cloudsql.databases.delete"):
             op = self.clients.sql_databases.delete(
                 request=t.SqlDatabasesDeleteRequest(project=self.project, instance=instance, database=name),
-                **self.clients.policy.call())
+                **self.clients.policy.call(mutation=True))
             self._wait(op, self._ref(instance, f"databases/{name}"))
 
     # --- operations ----------------------------------------------------------------------------------

@@ -1,25 +1,63 @@
-"""Fault injection for tests: added latency, transient errors, PERMISSION_DENIED on a named resource.
+"""Fault injection for tests: added latency, transient errors, lost replies, PERMISSION_DENIED on a resource.
 
 Faults are read from `<state_dir>/faults.json` (re-read when it changes), so a test can turn them on and off
 while the emulator runs in another process:
 
     {"latency_ms": {"*": 50, "GetService": 400},
      "error_rate": 0.3, "error_codes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"], "error_methods": ["*"],
+     "drop_response_rate": 1.0, "drop_response_methods": ["RunJob"], "drop_response_code": "DEADLINE_EXCEEDED",
      "permission_denied": ["projects/p/secrets/db-password"],
      "seed": 1}
 
+`error_rate` fails a call before its handler runs (the server did nothing); `drop_response_rate` runs the
+handler and then loses its reply (the server acted, the client sees `drop_response_code`), as when a reply
+times out on the way back. The seed makes both rolls, and the choice among `error_codes`, reproducible.
+A file that is not a JSON object, or a key of the wrong type, is ignored (said in the emulator log).
 Other components read their own keys from the same file (e.g. "failing_jobs", "unhealthy_revisions").
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 import time
 from pathlib import Path
 
 import grpc
+
+log = logging.getLogger("deployctl.emulator.faults")
+
+# key -> the types it may have; other keys are other components' and pass through unchecked
+_TYPES: dict[str, tuple] = {
+    "latency_ms": (dict,), "error_rate": (int, float), "error_codes": (list,), "error_methods": (list,),
+    "drop_response_rate": (int, float), "drop_response_methods": (list,), "drop_response_code": (str,),
+    "permission_denied": (list,), "seed": (int, float, str),
+}
+
+
+def _checked(data, path: Path) -> dict:
+    if not isinstance(data, dict):
+        log.warning("%s: ignored, a JSON object is expected at the top level (not %s)", path, type(data).__name__)
+        return {}
+    out = {}
+    for key, value in data.items():
+        expected = _TYPES.get(key)
+        if expected is not None and (not isinstance(value, expected) or isinstance(value, bool)):
+            log.warning("%s: %r ignored, expected %s", path, key, " or ".join(t.__name__ for t in expected))
+            continue
+        out[key] = value
+    codes = [c for c in out.get("error_codes", ["UNAVAILABLE"]) if _status(c) is not None]
+    out["error_codes"] = codes or ["UNAVAILABLE"]
+    if _status(out.get("drop_response_code", "DEADLINE_EXCEEDED")) is None:
+        out.pop("drop_response_code")
+    return out
+
+
+def _status(name) -> grpc.StatusCode | None:
+    code = getattr(grpc.StatusCode, str(name), None)
+    return code if isinstance(code, grpc.StatusCode) and code != grpc.StatusCode.OK else None
 
 
 class FaultConfig:
@@ -39,8 +77,9 @@ class FaultConfig:
                 return self._data
             if mtime != self._mtime:
                 try:
-                    self._data = json.loads(self.path.read_text("utf-8"))
-                except (OSError, ValueError):
+                    self._data = _checked(json.loads(self.path.read_text("utf-8")), self.path)
+                except (OSError, ValueError) as e:
+                    log.warning("%s: ignored, not readable JSON (%s)", self.path, e)
                     self._data = {}
                 self._mtime = mtime
                 if "seed" in self._data:
@@ -50,6 +89,14 @@ class FaultConfig:
     def roll(self, rate: float) -> bool:
         with self._lock:
             return self._rng.random() < rate
+
+    def choose(self, options: list):
+        with self._lock:
+            return self._rng.choice(options)
+
+
+def _applies(methods, method: str) -> bool:
+    return "*" in methods or method in methods
 
 
 class FaultInterceptor(grpc.ServerInterceptor):
@@ -69,20 +116,23 @@ class FaultInterceptor(grpc.ServerInterceptor):
         def faulty(request, context):
             latency = cfg.get("latency_ms", {})
             delay = latency.get(method, latency.get("*", 0))
-            if delay:
+            if isinstance(delay, int | float) and delay > 0:
                 time.sleep(delay / 1000)
             denied = cfg.get("permission_denied", [])
             resource = _resource_of(request)
-            if resource and any(resource == d or resource.startswith(d + "/") for d in denied):
+            if resource and any(resource == d or resource.startswith(f"{d}/") for d in denied):
                 context.abort(grpc.StatusCode.PERMISSION_DENIED,
                               f"Permission denied on resource '{resource}' (or it may not exist).")
-            methods = cfg.get("error_methods", ["*"])
-            if cfg.get("error_rate") and ("*" in methods or method in methods):
+            if cfg.get("error_rate") and _applies(cfg.get("error_methods", ["*"]), method):
                 if self.faults.roll(float(cfg["error_rate"])):
-                    codes = cfg.get("error_codes", ["UNAVAILABLE"])
-                    code = getattr(grpc.StatusCode, codes[int(time.monotonic_ns()) % len(codes)])
+                    code = _status(self.faults.choose(cfg["error_codes"]))
                     context.abort(code, f"injected fault: {code.name}")
-            return inner(request, context)
+            reply = inner(request, context)
+            if cfg.get("drop_response_rate") and _applies(cfg.get("drop_response_methods", ["*"]), method):
+                if self.faults.roll(float(cfg["drop_response_rate"])):
+                    code = _status(cfg.get("drop_response_code", "DEADLINE_EXCEEDED"))
+                    context.abort(code, f"injected fault: the reply to {method} was lost")
+            return reply
 
         return grpc.unary_unary_rpc_method_handler(
             faulty, request_deserializer=handler.request_deserializer,

@@ -1,9 +1,11 @@
 """Deadlines: against a dead endpoint every command ends within its documented deadline, with one clear message.
 
-Two dead endpoints: a port nothing listens on (connection refused), and a listener that accepts and never
-answers (the worst case: TCP connects, gRPC never completes its handshake). The documented deadline is
-cloud/policy.py's CallPolicy: each call 30 s retries included (attempts of 10 s), `--timeout S` sets both to S;
-once an endpoint has answered nothing for a whole deadline the rest of the command fails fast (policy.Breaker).
+Three dead endpoints: a port nothing listens on (connection refused), a listener that accepts and never
+answers (TCP connects, gRPC never completes its handshake), and a gRPC server that accepts every RPC and never
+replies (the handshake completes; each call waits for its deadline). The documented deadline is
+cloud/policy.py's CallPolicy: each call 30 s retries included (attempts of 10 s), `--timeout S` bounds each
+call to S s; once an endpoint has answered nothing for a whole deadline the rest of the command fails fast
+(policy.Breaker). Waiting on a long-running operation polls with the same per-attempt timeout.
 """
 
 from __future__ import annotations
@@ -33,8 +35,14 @@ COMMANDS = [
     ("deploy", "fiat-gateway"),
     ("status",),
     ("migrate", "status"),
+    ("migrate", "fiat-gateway"),
+    ("rollback", "fiat-gateway"),
+    ("endpoints", "render", "configs/openapi/gateway.yaml"),
+    ("doctor", "fiat-gateway"),
+    ("verify", "fiat-gateway"),
     ("local", "ps"),
 ]
+TABLE_COMMANDS = {"doctor", "verify"}  # they report a dead cloud in their result table (exit 1), not as `error:`
 
 
 class SilentListener:
@@ -64,6 +72,42 @@ class SilentListener:
             c.close()
 
 
+class HangingServer:
+    """A gRPC server that accepts every RPC and never replies, except DeleteService, which answers at once with
+    a long-running operation that is not done (so a client then polls GetOperation, which hangs too)."""
+
+    OPERATION = "projects/deployctl-local/locations/us-central1/operations/never-done"
+
+    def __init__(self) -> None:
+        import grpc
+        from google.longrunning import operations_pb2
+
+        self.released = threading.Event()
+        pending = operations_pb2.Operation(name=self.OPERATION, done=False).SerializeToString()
+
+        def hang(request: bytes, context) -> bytes:
+            while context.is_active() and not self.released.wait(0.2):
+                pass  # until the client gives up (its deadline) or the test ends
+            context.abort(grpc.StatusCode.UNAVAILABLE, "test server stopped")
+
+        def answer(request: bytes, context) -> bytes:
+            return pending
+
+        class Handler(grpc.GenericRpcHandler):
+            def service(self, details):
+                if details.method == "/google.cloud.run.v2.Services/DeleteService":
+                    return grpc.unary_unary_rpc_method_handler(answer)
+                return grpc.unary_unary_rpc_method_handler(hang)
+
+        self.server = grpc.server(ThreadPoolExecutor(64), handlers=[Handler()])
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.stop(0)
+
+
 def refused_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -80,8 +124,15 @@ def silent():
 
 
 @pytest.fixture(scope="module")
-def endpoints(silent):
-    return {"refused": refused_port(), "silent": silent.port}
+def hanging():
+    server = HangingServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def endpoints(silent, hanging):
+    return {"refused": refused_port(), "silent": silent.port, "hanging": hanging.port}
 
 
 def dead_cli(tmp_path, port: int) -> Cli:
@@ -114,14 +165,17 @@ def assert_one_clear_failure(run, args, elapsed: float, budget: float) -> None:
         return
     assert run.code == 1, where
     errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+    if args[0] in TABLE_COMMANDS:
+        assert errors == [] and "no answer from the API" in run.output, where
+        return
     assert len(errors) == 1 and errors[0].startswith("error: no answer from the API"), where
     assert run.stderr.count("next: ") == 1, where
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=lambda a: "-".join(a))
 def test_every_command_ends_within_its_timeout_on_a_dead_endpoint(tmp_path, endpoints, args):
-    # both endpoints at once: the test costs one deadline per command, not two
-    with ThreadPoolExecutor(2) as pool:
+    # every kind of dead endpoint at once: the test costs one deadline per command, not three
+    with ThreadPoolExecutor(len(endpoints)) as pool:
         runs = {kind: pool.submit(timed, dead_cli(tmp_path, port), "--timeout", str(TIMEOUT), *args, budget=TIMEOUT)
                 for kind, port in endpoints.items()}
         for kind, fut in runs.items():
@@ -129,16 +183,77 @@ def test_every_command_ends_within_its_timeout_on_a_dead_endpoint(tmp_path, endp
             assert_one_clear_failure(run, (kind, *args)[1:], elapsed, TIMEOUT)
 
 
-def test_the_default_deadline_bounds_a_silent_endpoint(tmp_path, silent):
+def test_the_default_deadline_bounds_a_silent_endpoint(tmp_path, silent, hanging):
     """Without --timeout: the documented 30 s per call, never the libraries' 60 s or TCP's 2 minutes; and a
     command with several calls (deploy: secrets, the service, then status) still costs about one deadline."""
-    with ThreadPoolExecutor(2) as pool:
-        futures = {args: pool.submit(timed, dead_cli(tmp_path, silent.port), *args, budget=DEFAULT.deadline)
-                   for args in (("secrets", "list"), ("deploy", "fiat-gateway"))}
+    cases = [(silent.port, ("secrets", "list")), (silent.port, ("deploy", "fiat-gateway")),
+             (hanging.port, ("status",))]
+    with ThreadPoolExecutor(len(cases)) as pool:
+        futures = {args: pool.submit(timed, dead_cli(tmp_path, port), *args, budget=DEFAULT.deadline)
+                   for port, args in cases}
         for args, fut in futures.items():
             run, elapsed = fut.result()
             assert_one_clear_failure(run, args, elapsed, DEFAULT.deadline)
             assert elapsed > DEFAULT.attempt_timeout, "the silent endpoint was given up on before one attempt"
+
+
+def test_an_operation_whose_polls_never_answer_ends_within_its_deadline(hanging):
+    """DeleteService answers with a pending operation; every GetOperation then hangs. The wait ends within its
+    deadline (api_core's own poll gives one GetOperation 600 s), as Unreachable, not a hang."""
+    from deployctl import errors
+    from deployctl.cloud.clients import Clients
+    from deployctl.cloud.run import RunServices
+
+    clients = Clients(emulator_host=f"127.0.0.1:{hanging.port}", policy=DEFAULT.with_deadline(1.0))
+    try:
+        run = RunServices(clients, "deployctl-local", "us-central1")
+        start = time.monotonic()
+        with pytest.raises((errors.Unreachable, errors.CloudError)) as failed:
+            run.delete("anything", deadline=3.0)
+        assert time.monotonic() - start < 3.0 + 1.5, "the operation wait outlived its deadline"
+        assert failed.value.hint
+    finally:
+        clients.close()
+
+
+def test_the_breaker_also_watches_the_google_transport(tmp_path, silent, monkeypatch):
+    """With Application Default Credentials (not the emulator's channel) the breaker still sees the outcomes:
+    after one call that got no answer for its deadline, the next fails fast. The real TLS transport, pointed
+    at the silent listener; the credentials are a throwaway service-account key (self-signed JWTs, no network)."""
+    from deployctl import errors
+    from deployctl.cloud.clients import Clients
+    from deployctl.cloud.secrets import SecretStore
+
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(_throwaway_key(tmp_path)))
+    clients = Clients(emulator_host=None, policy=DEFAULT.with_deadline(1.5),
+                      client_options={"api_endpoint": f"127.0.0.1:{silent.port}"})
+    store = SecretStore(clients, "deployctl-local")
+    try:
+        start = time.monotonic()
+        with pytest.raises(errors.Unreachable):
+            store.list_secrets()
+        assert time.monotonic() - start < 1.5 + 1.0
+        start = time.monotonic()
+        with pytest.raises(errors.Unreachable):
+            store.list_secrets()
+        assert time.monotonic() - start < 1.0, "the breaker did not open on the Google transport"
+    finally:
+        clients.close()
+
+
+def _throwaway_key(tmp_path) -> os.PathLike:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    path = tmp_path / "key.json"
+    path.write_text(json.dumps({
+        "type": "service_account", "project_id": "deployctl-test", "private_key_id": "0" * 40,
+        "private_key": pem, "client_email": "nobody@deployctl-test.iam.gserviceaccount.com",
+        "client_id": "1", "token_uri": "https://oauth2.googleapis.com/token"}))
+    return path
 
 
 def test_a_silent_endpoint_is_unreachable_with_a_hint_in_process(silent):
@@ -164,8 +279,9 @@ def test_a_silent_endpoint_is_unreachable_with_a_hint_in_process(silent):
 
 
 def test_the_readme_documents_the_deadlines():
-    text = (ROOT / "README.md").read_text("utf-8")
+    text = " ".join((ROOT / "README.md").read_text("utf-8").split())
     assert "--timeout" in text and f"{DEFAULT.deadline:g} s" in text and f"{DEFAULT.attempt_timeout:g} s" in text
+    assert f"min(S, {DEFAULT.attempt_timeout:g})" in text  # what --timeout S really sets
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,6 +1,7 @@
 """Trust under faults: the emulator injects transient errors (UNAVAILABLE / RESOURCE_EXHAUSTED on 30% of RPCs,
-GetOperation included) and latency, and deploy, migrate, status and doctor still succeed, saying with -v that
-they retried; a PERMISSION_DENIED names the resource, the permission and the role; a NOT_FOUND names the config
+GetOperation included) and latency, and deploy, migrate, status and doctor still succeed within their deadline,
+saying with -v that they retried; a change whose reply is lost after the server made it is not made twice; a
+PERMISSION_DENIED names the resource, the permission and the role in one message; a NOT_FOUND names the config
 entry that refers to the missing resource. One local cloud of this module's own (faults.json is per state dir).
 """
 
@@ -8,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
+
+from deployctl.cloud.policy import DEFAULT
 
 from .conftest import Cli
 
@@ -39,14 +43,27 @@ def transient(seed: int) -> dict:
             "seed": seed}
 
 
+# What each command may take under the faults: a deploy or migrate waits on rollouts and job executions
+# (deploy_timeout, 300 s), the read-only commands are a few calls, each bounded by the call deadline.
+BUDGET = {"deploy": 300.0, "migrate": 300.0, "status": DEFAULT.deadline, "doctor": DEFAULT.deadline}
+
+
+def one_error(run) -> list[str]:
+    return [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+
+
 def test_transient_faults_are_retried_within_the_deadline(cloud):
     set_faults(cloud, transient(7))
     try:
         retried = 0
         for argv in (["deploy", "--all"], ["migrate", "--all"], ["status"], ["migrate", "status"],
                      ["doctor", "fiat-gateway"]):
-            run = cloud("-v", *argv, timeout=150)
+            started = time.monotonic()
+            run = cloud("-v", *argv, timeout=350)
+            took = time.monotonic() - started
             assert run.code == 0, (argv, run.output)
+            budget = BUDGET["status" if argv[:2] == ["migrate", "status"] else argv[0]]
+            assert took < budget, f"{argv} took {took:.1f}s under faults (deadline {budget:g}s)"
             assert "Traceback" not in run.output
             if "retrying after a transient error: injected fault" in run.stderr:
                 retried += 1
@@ -71,13 +88,15 @@ def test_permission_denied_names_resource_permission_and_role(cloud):
             (["secrets", "get", "fiat-gateway-db-password"], secret, "secretmanager.versions.access",
              "roles/secretmanager.secretAccessor"),
             (["dsn", "fiat-gateway"], secret, "secretmanager.versions.access", "roles/secretmanager.secretAccessor"),
-            (["deploy", "api-key-service"], service, "run.services.get", "roles/run.developer"),
-            (["migrate", "cross-chain-integration"], job, "run.jobs.get", "roles/run.developer"),
+            (["deploy", "api-key-service"], service, "run.services.get", "roles/run.viewer"),
+            (["migrate", "cross-chain-integration"], job, "run.jobs.get", "roles/run.viewer"),
         ]
         for argv, resource, permission, role in cases:
             run = cloud(*argv)
             assert run.code == 1, (argv, run.output)
+            [message] = one_error(run)  # one message, and it names all three
             assert resource in run.stderr and permission in run.stderr and role in run.stderr, (argv, run.stderr)
+            assert resource in message or permission in message, (argv, run.stderr)
             assert "Traceback" not in run.output
         js = cloud("--json", "dsn", "fiat-gateway")
         err = json.loads(js.stdout)["errors"][0]
@@ -106,3 +125,60 @@ def test_not_found_names_the_config_entry(cloud):
         assert "services.api-key-service.secrets.API_KEY_PEPPER" in doctor.output, doctor.output
     finally:
         assert cloud("secrets", "set", "api-key-pepper", input=os.urandom(16).hex()).code == 0
+
+
+@pytest.mark.xfail(strict=True, reason="commands/status.py counts a row error as 'degraded' (exit 3, ok: true); "
+                                       "requested from its owner: a PermissionDenied/NotFound row fails (exit 1)")
+def test_permission_denied_during_status_fails_with_the_role(cloud):
+    service = f"{LOCATION}/services/api-key-service"
+    set_faults(cloud, {"permission_denied": [service]})
+    try:
+        run = cloud("--json", "status")
+        doc = json.loads(run.stdout)
+        assert run.code == 1, run.output
+        assert doc["ok"] is False and doc["errors"], doc
+        assert any("roles/run.viewer" in (e["message"] + (e.get("hint") or "")) for e in doc["errors"]), doc
+        human = cloud("status")
+        assert human.code == 1 and len(one_error(human)) == 1, human.output
+    finally:
+        set_faults(cloud, None)
+
+
+def _api(cloud: Cli):
+    from deployctl.cloud.clients import Clients
+    from deployctl.cloud.run_jobs import RunJobs
+    from deployctl.cloud.secrets import SecretStore
+
+    endpoint = json.loads((cloud.state_dir / "emulator.json").read_text())
+    clients = Clients(emulator_host=endpoint["grpc"])
+    return clients, RunJobs(clients, PROJECT, "us-central1"), SecretStore(clients, PROJECT)
+
+
+def test_a_change_whose_reply_is_lost_is_not_made_twice(cloud):
+    """The emulator runs RunJob / AddSecretVersion and then loses the reply (the client sees DEADLINE_EXCEEDED,
+    as when a reply times out on its way back). Retrying would start a second migration execution or add a
+    second version: a change is retried only when the server says it did not act. The command fails with one
+    message that says to check whether the change was made."""
+    job = "fiat-gateway-migrate"
+    secret = "e2e-lost-reply"
+    clients, jobs, secrets = _api(cloud)
+    try:
+        assert cloud("secrets", "set", secret, input="first-value-1").code == 0
+        executions = len(jobs.executions(job)) if jobs.find(job) else 0
+        versions = len(secrets.versions(secret))
+        set_faults(cloud, {"drop_response_rate": 1.0, "drop_response_methods": ["RunJob", "AddSecretVersion"]})
+        try:
+            migrate = cloud("migrate", "fiat-gateway", timeout=120)
+            stored = cloud("secrets", "set", secret, input="second-value-2")
+        finally:
+            set_faults(cloud, None)
+        for run in (migrate, stored):
+            assert run.code == 1, run.output
+            [message] = one_error(run)
+            assert "no answer from the API" in message, run.stderr
+            assert "check whether it was made" in run.stderr, run.stderr
+            assert "Traceback" not in run.output
+        assert len(jobs.executions(job)) == executions + 1, "RunJob was sent again after the server ran it"
+        assert len(secrets.versions(secret)) == versions + 1, "AddSecretVersion was sent again"
+    finally:
+        clients.close()

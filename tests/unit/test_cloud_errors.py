@@ -25,6 +25,7 @@ def test_not_found_names_resource_and_config_entry():
 @pytest.mark.parametrize("permission, role", [
     ("secretmanager.versions.access", "roles/secretmanager.secretAccessor"),
     ("run.services.update", "roles/run.developer"),
+    ("run.services.get", "roles/run.viewer"),  # a read: the narrowest role that grants it
     ("run.routes.invoke", "roles/run.invoker"),
     ("cloudsql.instances.connect", "roles/cloudsql.client"),
     ("cloudsql.users.update", "roles/cloudsql.admin"),
@@ -109,3 +110,97 @@ def test_parse_ref_rejects(ref):
     with pytest.raises(errors.ConfigError) as info:
         parse_ref(ref)
     assert info.value.hint
+
+
+# --- the call policy: reads retry transient errors, mutations only what the server did not act on ---------------
+@pytest.mark.parametrize("exc, read, mutation", [
+    (gexc.ServiceUnavailable("down"), True, True),
+    (gexc.ResourceExhausted("quota"), True, True),
+    (gexc.DeadlineExceeded("no reply"), True, False),  # the server may have acted: a second execution, version
+    (gexc.InternalServerError("oops"), True, False),
+    (gexc.Aborted("etag"), False, False),
+    (gexc.PermissionDenied("no"), False, False),
+])
+def test_mutations_are_retried_only_when_the_server_did_not_act(exc, read, mutation):
+    from deployctl.cloud.policy import DEFAULT
+
+    assert DEFAULT.call()["retry"]._predicate(exc) is read
+    assert DEFAULT.call(mutation=True)["retry"]._predicate(exc) is mutation
+
+
+def test_a_quota_error_waits_longer_before_the_retry():
+    from deployctl.cloud.policy import _Backoff
+
+    backoff = _Backoff(0.1, 2.0, 2.0)
+    assert next(backoff) <= 0.1
+    backoff.saw(gexc.ResourceExhausted("Quota exceeded for quota metric 'Read requests' per minute"))
+    waits = [next(backoff) for _ in range(4)]
+    assert waits[0] >= _Backoff.QUOTA_INITIAL / 2 and waits[-1] >= waits[0]
+
+
+def test_an_open_breaker_lets_a_probe_through_and_keeps_mutations_whole():
+    import dataclasses
+
+    from deployctl.cloud.policy import DEFAULT, Breaker
+
+    clock = [100.0]
+    breaker = Breaker(clock=lambda: clock[0])
+    policy = dataclasses.replace(DEFAULT.with_deadline(2.0), breaker=breaker)
+    breaker.failed(started=90.0)  # silent for 10 s > the 2 s deadline: open
+    assert policy.call()["timeout"] == min(2.0, Breaker.PROBE_ATTEMPT)  # the first call probes
+    assert policy.call()["timeout"] == Breaker.QUICK_ATTEMPT  # then quick, not retried
+    assert policy.call()["retry"]._predicate(gexc.ServiceUnavailable("x")) is False
+    assert policy.call(mutation=True)["timeout"] == 2.0  # cut short, the server could act after we gave up
+    clock[0] += Breaker.PROBE_EVERY
+    assert policy.call()["timeout"] == min(2.0, Breaker.PROBE_ATTEMPT)
+    breaker.answered()
+    assert policy.call()["timeout"] == 2.0 and policy.call()["retry"]._predicate(gexc.ServiceUnavailable("x"))
+
+
+# --- credentials: no Application Default Credentials is a setup error with the next step, not a crash -----------
+@pytest.fixture()
+def no_adc(monkeypatch, tmp_path):
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # no metadata-server probe
+    return tmp_path
+
+
+def test_missing_application_default_credentials_is_a_clear_error(no_adc):
+    from deployctl.cloud.clients import Clients
+    from deployctl.cloud.secrets import SecretStore
+
+    clients = Clients(emulator_host=None)
+    with pytest.raises(errors.ConfigError) as info:
+        SecretStore(clients, "acme-dev").list_secrets()
+    err = info.value
+    assert err.exit_code == errors.ExitCode.USAGE and err.code == "no-credentials"
+    assert "credentials" in err.message and "gcloud auth application-default login" in err.hint
+    assert "DEPLOYCTL_EMULATOR_HOST" in err.hint
+
+
+def test_credentials_that_cannot_be_refreshed_are_a_permission_error():
+    from google.auth import exceptions as auth_exc
+
+    with pytest.raises(errors.PermissionDenied) as info, translated(RES):
+        raise auth_exc.RefreshError("invalid_grant: Token has been expired or revoked.")
+    assert "expired" in info.value.message and "application-default login" in info.value.hint
+
+
+def test_the_cli_without_credentials_says_so_without_a_crash_log(no_adc):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPLOYCTL_")}
+    env.update(DEPLOYCTL_STATE_DIR=str(no_adc / "state"), CI="true", NO_COLOR="1")
+    proc = subprocess.run([sys.executable, "-m", "deployctl", "--env", "dev", "secrets", "list"], cwd=str(root),
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "no Google Cloud credentials" in lines[0], proc.stderr
+    assert "unexpected error" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not list((no_adc / "state").rglob("crash-*.log"))
