@@ -25,7 +25,11 @@ MIN_LENGTH = 4
 _lock = threading.Lock()
 _forms: set[str] = set()
 _ordered: list[str] = []
-_fingerprint_key = os.environ.get("DEPLOYCTL_FINGERPRINT_KEY", "").encode() or os.urandom(16)
+
+KEY_BYTES = 32
+_key_lock = threading.Lock()
+_key_file: str | None = None  # <state dir>/fingerprint.key, set by the CLI (use_key_file)
+_fingerprint_key: bytes | None = None  # read or made on the first fingerprint
 
 
 def _variants(value: str) -> set[str]:
@@ -90,12 +94,68 @@ def redact_obj(obj):
 
 
 def fingerprint(value: str | bytes | None) -> str:
-    """A short, keyed fingerprint: equal values compare equal within a run, the value cannot be recovered."""
+    """A short, keyed fingerprint: equal values compare equal across runs that share a state dir (the key is
+    kept there), and without the key the value cannot be guessed from it offline, not even a short one."""
     if value is None:
         return "none"
     if isinstance(value, str):
         value = value.encode("utf-8", "surrogateescape")
-    return "fp:" + hmac.new(_fingerprint_key, value, hashlib.sha256).hexdigest()[:10]
+    return "fp:" + hmac.new(_key(), value, hashlib.sha256).hexdigest()[:10]
+
+
+def use_key_file(path: str | os.PathLike | None) -> None:
+    """Keep the fingerprint key in `path` (made on first use, mode 0600). DEPLOYCTL_FINGERPRINT_KEY overrides
+    it; where the file can be neither read nor made, each process uses a key of its own."""
+    global _key_file, _fingerprint_key
+    path = None if path is None else os.fspath(path)
+    with _key_lock:
+        if path != _key_file:
+            _key_file, _fingerprint_key = path, None
+
+
+def _key() -> bytes:
+    global _fingerprint_key
+    with _key_lock:
+        if _fingerprint_key is None:
+            given = os.environ.get("DEPLOYCTL_FINGERPRINT_KEY", "").encode()
+            _fingerprint_key = given or (_key_file and _stored_key(_key_file)) or os.urandom(KEY_BYTES)
+        return _fingerprint_key
+
+
+def _stored_key(path: str) -> bytes | None:
+    try:
+        return _read_key(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
+    try:
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        # Written in full under a private name, then linked into place: a concurrent first run either wins
+        # the link or reads the winner's key; nobody sees a half-written file.
+        tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(KEY_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(tmp)
+        return _read_key(path)
+    except OSError:
+        return None
+
+
+def _read_key(path: str) -> bytes | None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as f:
+        key = f.read(KEY_BYTES + 1)
+    return key if len(key) == KEY_BYTES else None  # damaged: a key of this process's own
 
 
 def clear() -> None:

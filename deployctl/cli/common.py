@@ -49,6 +49,8 @@ def make_state(*, env: str | None = None, config_dir: Path | None = None, json_m
                       ask=(lambda q: typer.confirm(q, default=False, err=True)) if interactive else None,
                       **kwargs)
     _configure_logging(renderer, verbose)
+    # Fingerprints stay comparable across commands run on one state dir (redact reads the key lazily).
+    redact.use_key_file(_safe(lambda: context.state_dir / "fingerprint.key"))
     return State(context, renderer)
 
 

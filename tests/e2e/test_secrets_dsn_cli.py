@@ -80,6 +80,23 @@ def test_secret_versions_and_states(local_cloud):
     assert all(v["state"] == "ENABLED" for v in doc["data"]["versions"])
 
 
+def test_fingerprints_agree_across_commands(local_cloud):
+    """B9: the fingerprint `secrets set` prints is the one a later `secrets get` prints (the key is kept in the
+    state dir, 0600), so a person can tell whether two values are the same."""
+    import re
+    import stat
+
+    made = local_cloud("secrets", "set", "e2e-fingerprint", input="fingerprinted-value")
+    got = local_cloud("secrets", "get", "e2e-fingerprint")
+    assert made.code == got.code == 0
+    fp = re.findall(r"fp:[0-9a-f]{10}", made.stdout)
+    assert fp and fp == re.findall(r"fp:[0-9a-f]{10}", got.stdout)
+    js = json.loads(local_cloud("--json", "secrets", "get", "e2e-fingerprint").stdout)["data"]
+    assert js["fingerprint"] == fp[0]
+    key = local_cloud.state_dir / "fingerprint.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
 def test_missing_secret_is_exit_1_with_a_hint(local_cloud):
     run = local_cloud("secrets", "get", "no-such-secret")
     assert run.code == 1

@@ -147,3 +147,42 @@ def test_the_live_table_never_shows_a_secrets_prefix():
     r.flush()
     for fragment in FRAGMENTS:
         assert fragment not in err.getvalue()
+
+
+@pytest.fixture()
+def key_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("DEPLOYCTL_FINGERPRINT_KEY", raising=False)
+    yield tmp_path / "state" / "fingerprint.key"
+    redact.use_key_file(None)
+
+
+def test_the_fingerprint_key_is_made_once_per_state_dir_and_private(key_file):
+    import os
+    import stat
+
+    redact.use_key_file(key_file)
+    first = redact.fingerprint("same value")
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and key_file.stat().st_size == redact.KEY_BYTES
+    redact.use_key_file(None)  # another process, as far as the key goes
+    assert redact.fingerprint("same value") != first
+    redact.use_key_file(key_file)
+    assert redact.fingerprint("same value") == first != redact.fingerprint("other value")
+    assert [p.name for p in key_file.parent.iterdir()] == ["fingerprint.key"]  # no temporary file left
+    os.environ["DEPLOYCTL_FINGERPRINT_KEY"] = "given"
+    try:
+        redact.use_key_file(None)
+        redact.use_key_file(key_file)
+        assert redact.fingerprint("same value") != first  # the variable wins
+    finally:
+        del os.environ["DEPLOYCTL_FINGERPRINT_KEY"]
+
+
+def test_an_unusable_state_dir_falls_back_to_a_key_per_process(key_file, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    redact.use_key_file(blocker / "fingerprint.key")
+    assert redact.fingerprint("v").startswith("fp:")
+    key_file.parent.mkdir()
+    key_file.write_bytes(b"short")  # damaged: not used, not overwritten
+    redact.use_key_file(key_file)
+    assert redact.fingerprint("v").startswith("fp:") and key_file.read_bytes() == b"short"
