@@ -1,6 +1,8 @@
 """configs/<env>.toml: pydantic models, loading and validation with precise errors (file, field path, what is wrong).
 
-Unknown keys are rejected everywhere: a typo must not silently deploy a default.
+Unknown keys are rejected everywhere: a typo must not silently deploy a default. Types are strict: TOML has
+its own integers, floats and booleans, so "8080", "yes" or 1.0 where an integer or a boolean belongs is a
+mistake to report, not a value to coerce. Only paths are taken from strings (TOML has no path type).
 """
 
 from __future__ import annotations
@@ -10,7 +12,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from deployctl.errors import ConfigError
 
@@ -24,17 +34,18 @@ ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
 CONNECTION_NAME = r"^[a-z0-9][-a-z0-9.:]{0,100}:[a-z0-9-]{1,63}:[a-z0-9][-a-z0-9]{0,97}$"
 
 ShortText = Annotated[str, Field(min_length=1, max_length=1024)]
+FilePath = Annotated[Path, Field(strict=False)]  # from a TOML string
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False, strict=True)
 
 
 class EnvironmentSettings(Model):
     project: Annotated[str, Field(pattern=r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")]
     region: Annotated[str, Field(pattern=r"^[a-z]+-[a-z]+[0-9]$")]
     emulator: bool = False
-    terraform_state: Path | None = None
+    terraform_state: FilePath | None = None
     terraform_state_command: ShortText | None = None
     service_account: ShortText | None = None
     deploy_timeout: Annotated[float, Field(gt=0, le=3600)] = 300.0
@@ -59,7 +70,7 @@ class Instance(Model):
     ssl: Literal["require", "verify-ca", "verify-full"] = "require"
     # The instance's server CA (PEM), for verify-ca / verify-full: Cloud SQL's per-instance CA is in no
     # system trust store. Relative paths are from the project root; it becomes the drivers' sslrootcert.
-    server_ca: Path | None = None
+    server_ca: FilePath | None = None
 
     @field_validator("private_ip", "public_ip")
     @classmethod
@@ -93,7 +104,7 @@ class Database(Model):
     password_secret: Annotated[str, Field(pattern=SECRET_ID)]
     # The Secret Manager secret holding the service's full connection string (DATABASE_URL).
     url_secret: Annotated[str | None, Field(pattern=SECRET_ID)] = None
-    migrations: Path | None = None
+    migrations: FilePath | None = None
     driver: Literal["pg8000", "psycopg", "asyncpg"] = "pg8000"
     # direct: host/port of the instance IP; connector: the Cloud SQL Python Connector.
     mode: Literal["direct", "connector"] = "direct"
@@ -223,10 +234,25 @@ class Config(Model):
     services: dict[Annotated[str, Field(pattern=SERVICE_ID)], Service] = {}
     checks: list[Check] = []
 
-    # Set by load(), not by the file.
-    name: str = Field("local", exclude=True)
-    path: Path | None = Field(None, exclude=True)
-    root: Path | None = Field(None, exclude=True)
+    # Set by parse(), never by the file (private: not fields, so the file cannot name them).
+    _name: str = PrivateAttr("local")
+    _path: Path | None = PrivateAttr(None)
+    _root: Path | None = PrivateAttr(None)
+
+    @property
+    def name(self) -> str:
+        """The environment's name (configs/<name>.toml)."""
+        return self._name
+
+    @property
+    def path(self) -> Path | None:
+        """The file this configuration was read from."""
+        return self._path
+
+    @property
+    def root(self) -> Path | None:
+        """The project root (the parent of configs/), which relative paths start from."""
+        return self._root
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -346,7 +372,8 @@ def parse(text: str, *, path: Path, env: str) -> Config:
         raise ConfigError(f"{path}: invalid configuration: {e}",
                           hint=f"fix the file, then run `deployctl --env {env} config validate`") from None
     path = path.resolve()
-    return cfg.model_copy(update={"name": env, "path": path, "root": path.parent.parent})
+    cfg._name, cfg._path, cfg._root = env, path, path.parent.parent
+    return cfg
 
 
 def _loc(loc: tuple) -> str:

@@ -49,6 +49,17 @@ GOOD_ENV = '[environment]\nproject = "acme-dev"\nregion = "us-central1"\n'
     ('[environment]\nproject = "acme-dev"\nproject = "again"\n', "TOML syntax error"),
     (b'[environment]\nproject = "\xff\xfe"\n', "bad.toml:2: not valid UTF-8"),
     ("[environment\n", "TOML syntax error"),
+    # B12: strict types (TOML has integers, floats and booleans of its own) and no internal fields
+    (GOOD_ENV + '[services.web]\nimage = "x"\nport = "8080"\n', "services.web.port: Input should be a valid integer"),
+    (GOOD_ENV + '[services.web]\nimage = "x"\nmin_instances = 1.0\n',
+     "services.web.min_instances: Input should be a valid integer"),
+    (GOOD_ENV.replace('"us-central1"\n', '"us-central1"\nemulator = "yes"\n'),
+     "environment.emulator: Input should be a valid boolean"),
+    (GOOD_ENV.replace('"us-central1"\n', '"us-central1"\ndeploy_timeout = "300"\n'),
+     "environment.deploy_timeout: Input should be a valid number"),
+    ('name = "evil"\n' + GOOD_ENV, "name: unknown key"),
+    ('root = "/"\n' + GOOD_ENV, "root: unknown key"),
+    ('path = 5\n' + GOOD_ENV, "path: unknown key"),
 ])
 def test_bad_config_is_exit_2_with_file_and_field(tmp_path, text, expect):
     cli = _configs(tmp_path, text)

@@ -72,3 +72,15 @@ def test_a_bad_ip_is_named_without_repeating_the_value(tmp_path):
         config.parse(ENV + INSTANCE.replace("10.20.0.3", "hunter2-pasted") , path=tmp_path / "x.toml", env="x")
     assert "instances.core.private_ip: is not an IPv4 or IPv6 address" in exc.value.message
     assert "hunter2" not in exc.value.message
+
+
+def test_toml_native_types_and_paths_still_load(tmp_path):
+    text = (ENV.replace('"us-central1"\n', '"us-central1"\nemulator = true\ndeploy_timeout = 60\n'
+                        'terraform_state = "infra/dev.tfstate"\n')
+            + '[services.web]\nimage = "x"\nport = 9000\n[services.web.startup_probe]\ntimeout = 3\n')
+    cfg = config.parse(text, path=tmp_path / "configs" / "x.toml", env="x")
+    assert cfg.environment.deploy_timeout == 60.0 and cfg.environment.emulator is True
+    assert cfg.environment.terraform_state == Path("infra/dev.tfstate")
+    assert cfg.services["web"].port == 9000 and cfg.services["web"].startup_probe.timeout == 3.0
+    assert (cfg.name, cfg.path, cfg.root) == ("x", (tmp_path / "configs" / "x.toml").resolve(), tmp_path.resolve())
+    assert "name" not in cfg.model_dump() and "root" not in cfg.model_dump()
