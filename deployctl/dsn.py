@@ -154,6 +154,11 @@ def _raw_password(url: str) -> str | None:
     return userinfo.partition(":")[2] or None
 
 
+def has_password(value: str) -> bool:
+    """True when the value is a URL with a password in it (any scheme: postgresql, redis, amqp, ...)."""
+    return bool(_USERINFO_RE.match(value)) and bool(_raw_password(value))
+
+
 def mask(url: str) -> str:
     """The URL with its password replaced by *** (however it is encoded)."""
     m = _USERINFO_RE.match(url)

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
-from deployctl import views
+from pydantic import BaseModel
+
+from deployctl import redact, views
 from deployctl.context import Context
 from deployctl.results import Result
+
+# An env value under such a name, or a URL with a password in it, is a secret written into the config by
+# mistake: shown masked, and validate says where it belongs.
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|KEY|DSN|DATABASE_URL", re.IGNORECASE)
+
+
+class ConfigWarning(BaseModel):
+    code: str
+    field: str
+    message: str
+    hint: str
 
 
 class ValidateResult(Result):
@@ -15,10 +29,14 @@ class ValidateResult(Result):
     path: str
     services: list[str]
     instances: list[str]
+    warnings: list[ConfigWarning] = []
 
     def view(self) -> list[views.Block]:
-        return [views.Line(f"{self.path}: valid ({len(self.services)} services, "
-                           f"{len(self.instances)} instances)", "ok")]
+        blocks: list[views.Block] = [views.Line(f"{self.path}: valid ({len(self.services)} services, "
+                                                f"{len(self.instances)} instances)", "ok")]
+        for w in self.warnings:
+            blocks += [views.Note(f"warning: {w.field}: {w.message}"), views.Note(f"  next: {w.hint}", "dim")]
+        return blocks
 
 
 class ShowResult(Result):
@@ -39,19 +57,60 @@ class ShowResult(Result):
             db = svc.get("database")
             rows.append([name, svc["image"], ", ".join(svc["health"]),
                          f"{db['user']}@{db['instance']}/{db['name']}" if db else views.dim("none"),
+                         ", ".join(f"{k}={v}" for k, v in svc["env"].items()) or "-",
                          ", ".join(f"{k}={v}" for k, v in svc["secrets"].items()) or "-"])
-        blocks.append(views.Table(["service", "image", "health", "database", "secret env (by reference)"],
+        blocks.append(views.Table(["service", "image", "health", "database", "env", "secret env (by reference)"],
                                   rows, title="services"))
         return blocks
 
 
+def _secret_like(name: str, value: str) -> str | None:
+    """Why an env value looks like a secret (registering it for redaction), or None."""
+    from deployctl import dsn
+
+    if SECRET_NAME.search(name):
+        redact.register(value)
+        return "its name says it holds a secret"
+    if dsn.has_password(value):
+        try:
+            dsn.parse(value)  # registers the password in its forms
+        except dsn.DsnError:
+            pass  # registered before parsing failed
+        return "it is a connection string with a password"
+    return None
+
+
+def _masked(name: str, value: str) -> str:
+    from deployctl import dsn
+
+    if dsn.has_password(value):
+        return dsn.mask(value)  # host and database stay readable
+    return redact.MASK if SECRET_NAME.search(name) else value
+
+
 def validate(ctx: Context) -> ValidateResult:
     cfg = ctx.config
+    warnings = []
+    for sname, svc in cfg.services.items():
+        for key, value in svc.env.items():
+            why = _secret_like(key, value)
+            if why:
+                warnings.append(ConfigWarning(
+                    code="secret-in-env", field=f"services.{sname}.env.{key}",
+                    message=f"looks like a secret ({why}): env values are plain text in the config file, in "
+                            "the Cloud Run revision and in `config show`",
+                    hint=f"store it in Secret Manager (deployctl secrets set SECRET) and reference it: "
+                         f"[services.{sname}] secrets = {{ {key} = \"SECRET:latest\" }}"))
     return ValidateResult(environment=ctx.env, path=str(cfg.path), services=list(cfg.services),
-                          instances=list(cfg.instances))
+                          instances=list(cfg.instances), warnings=warnings)
 
 
 def show(ctx: Context) -> ShowResult:
-    # The config holds secret *references* (names), never values; env values are shown as written.
+    # The config holds secret *references* (names); an env value that looks like a secret is masked.
     cfg = ctx.config
-    return ShowResult(environment=ctx.env, path=str(cfg.path), config=cfg.model_dump(mode="json"))
+    data = cfg.model_dump(mode="json")
+    for sname, svc in cfg.services.items():
+        for key, value in svc.env.items():
+            _secret_like(key, value)
+        data["services"][sname]["env"] = {k: _masked(k, v) for k, v in svc.env.items()}
+    return ShowResult(environment=ctx.env, path=str(cfg.path), config=data)

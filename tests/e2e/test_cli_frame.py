@@ -82,6 +82,34 @@ def test_config_value_is_never_echoed_in_errors(tmp_path):
     assert run.code == 2 and "hunter2-secret-value" not in run.output
 
 
+SECRET_ENV = (GOOD_ENV + '[services.web]\nimage = "x"\n[services.web.env]\nDB_PASSWORD = "hunter2-in-env"\n'
+              'DATABASE_URL = "postgresql://u:topsecretpw@10.0.0.1/db"\nCACHE = "redis://:cachepass99@h:6379"\n'
+              'LOG_LEVEL = "info"\n')
+
+
+def test_config_show_masks_secret_looking_env_and_validate_warns(tmp_path):
+    """B13: a password pasted into env is masked by `config show` (human and JSON); validate says it belongs
+    in Secret Manager."""
+    cli = _configs(tmp_path, SECRET_ENV)
+    js = cli("--env", "bad", "--json", "config", "show")
+    assert js.code == 0, js.output
+    env = json.loads(js.stdout)["data"]["config"]["services"]["web"]["env"]
+    assert env == {"DB_PASSWORD": "***", "DATABASE_URL": "postgresql://u:***@10.0.0.1/db",
+                   "CACHE": "redis://:***@h:6379", "LOG_LEVEL": "info"}
+    human = cli("--env", "bad", "config", "show")
+    assert human.code == 0 and "LOG_LEVEL=info" in human.stdout and "u:***@10.0.0.1" in human.stdout
+    for run in (js, human):
+        assert "hunter2" not in run.output and "topsecretpw" not in run.output and "cachepass99" not in run.output
+    validate = cli("--env", "bad", "--json", "config", "validate")
+    doc = json.loads(validate.stdout)
+    assert validate.code == 0 and doc["ok"] is True
+    assert {w["field"] for w in doc["data"]["warnings"]} == {"services.web.env.DB_PASSWORD",
+                                                             "services.web.env.DATABASE_URL", "services.web.env.CACHE"}
+    people = cli("--env", "bad", "config", "validate")
+    assert "services.web.env.DB_PASSWORD: looks like a secret" in people.stderr and "secrets set" in people.stderr
+    assert "hunter2" not in people.output + validate.output
+
+
 def test_missing_environment_lists_the_known_ones():
     run = Cli(Path("/nonexistent-state"))("--env", "nope", "config", "validate")
     assert run.code == 2
