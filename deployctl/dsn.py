@@ -127,10 +127,7 @@ def parse(url: str) -> ParsedDsn:
     after the scheme, since a mis-encoded password can end up anywhere)."""
     from sqlalchemy.engine import make_url
 
-    password = _raw_password(url)
-    if password:
-        redact.register(unquote(password))
-        redact.register(password)
+    register_url(url)
     try:
         u = make_url(url)
     except Exception:
@@ -144,30 +141,79 @@ def parse(url: str) -> ParsedDsn:
 
 
 _USERINFO_RE = re.compile(r"^(?P<scheme>[^:/]*)://(?P<rest>.*)$", re.S)
+_QUERY_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+_QUERY_PASSWORD = re.compile(r"(?P<key>(?:^|&)password=)(?P<value>[^&]*)")
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """A URL cut the forgiving way: userinfo ends at the last '@' before the query, the query at the first
+    '?' that starts `key=`; so a raw '@', '?' or '/' in a password stays in the password, and an '@' in a
+    query value (sslrootcert=/a@b/ca.pem) stays in the query."""
+
+    scheme: str
+    userinfo: str | None
+    hostpath: str  # host[:port][/database]
+    query: str | None
+
+    @property
+    def password(self) -> str | None:  # as written (percent-encoded, or not)
+        return None if self.userinfo is None else (self.userinfo.partition(":")[2] or None)
+
+
+def _parts(url: str) -> _Parts | None:
+    m = _USERINFO_RE.match(url)
+    if not m:
+        return None
+    rest = m["rest"]
+    q = rest.find("?")
+    while q != -1 and not (_QUERY_KEY.match(rest, q + 1) or q + 1 == len(rest)):
+        q = rest.find("?", q + 1)  # that '?' is inside the password
+    head, query = (rest, None) if q == -1 else (rest[:q], rest[q + 1:])
+    at = head.rfind("@")
+    return _Parts(m["scheme"], head[:at] if at != -1 else None, head[at + 1:], query)
 
 
 def _raw_password(url: str) -> str | None:
-    m = _USERINFO_RE.match(url)
-    if not m or "@" not in m["rest"]:
-        return None
-    userinfo = m["rest"][: m["rest"].rfind("@")]
-    return userinfo.partition(":")[2] or None
+    parts = _parts(url)
+    return parts.password if parts else None
+
+
+def _query_password(query: str | None) -> str | None:
+    """A libpq-style `password=` in the query (it wins over the userinfo for libpq and for SQLAlchemy)."""
+    m = _QUERY_PASSWORD.search(query or "")
+    return m["value"] if m and m["value"] else None
+
+
+def register_url(url: str) -> None:
+    """Register the password a URL carries, in the userinfo or as `password=` in the query, both as written
+    and decoded."""
+    parts = _parts(url)
+    for value in (parts.password, _query_password(parts.query)) if parts else ():
+        if value:
+            redact.register(value)
+            redact.register(unquote(value))
 
 
 def has_password(value: str) -> bool:
     """True when the value is a URL with a password in it (any scheme: postgresql, redis, amqp, ...)."""
-    return bool(_USERINFO_RE.match(value)) and bool(_raw_password(value))
+    parts = _parts(value)
+    return bool(parts and (parts.password or _query_password(parts.query)))
 
 
 def mask(url: str) -> str:
-    """The URL with its password replaced by *** (however it is encoded)."""
-    m = _USERINFO_RE.match(url)
-    if not m or "@" not in m["rest"]:
+    """The URL with its password replaced by *** (however it is encoded, and a `password=` in the query)."""
+    parts = _parts(url)
+    if not parts or (parts.userinfo is None and not _query_password(parts.query)):
         return redact.redact(url)
-    rest = m["rest"]
-    at = rest.rfind("@")
-    user, sep, _ = rest[:at].partition(":")
-    return f"{m['scheme']}://{user}{':' + redact.MASK if sep else ''}{rest[at:]}"
+    auth = ""
+    if parts.userinfo is not None:
+        user, sep, _ = parts.userinfo.partition(":")
+        auth = f"{user}{':' + redact.MASK if sep else ''}@"
+    query = ""
+    if parts.query is not None:
+        query = "?" + _QUERY_PASSWORD.sub(lambda m: m["key"] + (redact.MASK if m["value"] else ""), parts.query)
+    return f"{parts.scheme}://{auth}{parts.hostpath}{query}"
 
 
 # --- lint -----------------------------------------------------------------------------------------------
@@ -189,6 +235,33 @@ def _is_private(host: str) -> bool:
 
 
 _RESERVED = "@:/?#[] "
+_ENCODED_NEWLINE_AT_END = re.compile(r"(%0[aAdD])+$")
+
+
+def _lint_userinfo(userinfo: str, add) -> None:
+    user, sep, password = userinfo.partition(":")
+    if any(c in _RESERVED for c in user + password):
+        # Which characters is not said: that would tell something about the password's make-up.
+        add("unencoded-reserved", "error",
+            "the user or password contains reserved characters written raw ('@', ':', '/', '?', '#', '[', ']' "
+            "or a space): '@' moves the host, '/', '?' and '#' end the authority, ':' splits user from "
+            "password; parsers disagree and the login fails or goes to the wrong host. They must be "
+            "percent-encoded with quote(x, safe='')")
+    if "+" in password:
+        add("quote-plus-space", "warning",
+            "the password contains a literal '+': SQLAlchemy decodes the userinfo with unquote, so '+' stays "
+            "'+'. If the string was made with quote_plus, that '+' was a space and the login fails (28P01)",
+            f"encode with quote(pw, safe='') (space -> %20, '+' -> %2B): {FIX}")
+    if _ENCODED_NEWLINE_AT_END.search(password):
+        add("password-trailing-newline", "error",
+            "the password ends with an encoded newline (%0A or %0D): it was built from a secret that ends "
+            "with a newline (echo, or `--data-file`), so the login fails (28P01)",
+            "store the password without it (printf '%s' ... | deployctl secrets set SECRET), or run "
+            f"`deployctl doctor SERVICE --fix`; then: {FIX}")
+    if not sep:
+        add("no-password", "warning", "no password in the URL: scram-sha-256 logins fail unless the "
+            "connection uses IAM database authentication through the connector",
+            f"include the password from Secret Manager: {FIX}")
 
 
 def lint(url: str, *, private_ip: str | None = None, driver_hint: str | None = None,
@@ -210,12 +283,12 @@ def lint(url: str, *, private_ip: str | None = None, driver_hint: str | None = N
             "and ignores it, every other program fails",
             f"store it without the newline (printf '%s' ...), or: {FIX}")
     value = url.rstrip("\r\n")
-    m = _USERINFO_RE.match(value)
-    if not m:
+    parts = _parts(value)
+    if not parts:
         add("bad-scheme", "error", "not a URL: no '<scheme>://' at the start",
             "use postgresql+pg8000://<user>:<password>@<host>:5432/<db>?sslmode=require")
         return out
-    scheme, rest = m["scheme"], m["rest"]
+    scheme = parts.scheme
     if scheme not in SCHEMES:
         why = ("SQLAlchemy 1.4+ refuses 'postgres://'" if scheme == "postgres"
                else f"'{scheme}' is not a PostgreSQL SQLAlchemy scheme")
@@ -226,42 +299,26 @@ def lint(url: str, *, private_ip: str | None = None, driver_hint: str | None = N
         add("driver-mismatch", "warning", f"the URL selects driver {driver} but the service uses {driver_hint}",
             f"rebuild for the service's driver: deployctl dsn SERVICE --driver {driver_hint} --write-secret")
 
-    userinfo, hostpart = (rest[: rest.rfind("@")], rest[rest.rfind("@") + 1:]) if "@" in rest else (None, rest)
-    password = None
-    if userinfo is not None:
-        user, sep, password = userinfo.partition(":")
-        bad = sorted({c for c in user if c in _RESERVED} | {c for c in password if c in _RESERVED})
-        if bad:
-            shown = " ".join("space" if c == " " else repr(c) for c in bad)
-            add("unencoded-reserved", "error",
-                f"the user or password contains reserved characters written raw ({shown}): '@' moves the host, "
-                "'/', '?' and '#' end the authority, ':' splits user from password; parsers disagree and the "
-                "login fails or goes to the wrong host. They must be percent-encoded with quote(x, safe='')")
-        if "+" in password:
-            add("quote-plus-space", "warning",
-                "the password contains a literal '+': SQLAlchemy decodes the userinfo with unquote, so '+' stays "
-                "'+'. If the string was made with quote_plus, that '+' was a space and the login fails (28P01)",
-                f"encode with quote(pw, safe='') (space -> %20, '+' -> %2B): {FIX}")
-        if re.search(r"(%0[aAdD])+$", password):
-            add("password-trailing-newline", "error",
-                "the password ends with an encoded newline (%0A or %0D): it was built from a secret that ends "
-                "with a newline (echo, or `--data-file`), so the login fails (28P01)",
-                "store the password without it (printf '%s' ... | deployctl secrets set SECRET), or run "
-                f"`deployctl doctor SERVICE --fix`; then: {FIX}")
-        if not sep:
-            add("no-password", "warning", "no password in the URL: scram-sha-256 logins fail unless the "
-                "connection uses IAM database authentication through the connector",
-                f"include the password from Secret Manager: {FIX}")
-    else:
+    query = dict(parse_qsl(parts.query or "", keep_blank_values=True))
+    if parts.userinfo is not None:
+        _lint_userinfo(parts.userinfo, add)
+    elif "password" not in query:
         add("no-password", "warning", "no user or password in the URL", f"include them: {FIX}")
+    if "password" in query:
+        add("password-in-query", "warning",
+            "the password is given as password=... in the query: it overrides the one in the userinfo, and "
+            "tools that mask URLs look for it in the userinfo only",
+            f"put it in the userinfo, percent-encoded: {FIX}")
 
-    hostport = re.split(r"[/?]", hostpart, maxsplit=1)[0]
-    query_text = hostpart.partition("?")[2]
+    hostport, _, database = parts.hostpath.partition("/")
     if hostport.startswith("["):
         host = hostport[1:hostport.find("]")]
     else:
         host = hostport.partition(":")[0]
-    query = dict(parse_qsl(query_text, keep_blank_values=True))
+    if _ENCODED_NEWLINE_AT_END.search(database):
+        add("database-trailing-newline", "error",
+            "the database name ends with an encoded newline (%0A or %0D): no such database exists (3D000)",
+            f"store the value without the newline (printf '%s' ...), or: {FIX}")
 
     # A consumer that builds its engine through deployctl.runtime never meets ConfigParser; a doubled '%'
     # is still wrong everywhere but alembic.ini.
@@ -275,20 +332,26 @@ def lint(url: str, *, private_ip: str | None = None, driver_hint: str | None = N
             "do not put the URL in alembic.ini; env.py should call deployctl.runtime.get_engine()")
 
     sslmode = query.get("sslmode") or (query.get("ssl") if driver == "asyncpg" else None)
+    private = bool(host and _is_private(host))
     connector = "instance_connection_name" in query
     if sslmode is not None and sslmode.strip() not in runtime.SSLMODES + ("true", "false"):
         add("sslmode-invalid", "error", f"sslmode has an unknown value ({len(sslmode)} characters)",
             f"use require, verify-ca or verify-full: {FIX}")
     if sslmode in ("disable", "false"):
-        add("sslmode-disabled", "error" if (host and _is_private(host)) else "warning",
+        add("sslmode-disabled", "error" if private else "warning",
             "sslmode=disable: Cloud SQL private IP accepts TCP only over SSL, so the login fails with 28000 "
             "'no pg_hba.conf entry ... no encryption'",
             f"use sslmode=require (or verify-ca): {FIX}")
-    elif sslmode is None and not connector and host and _is_private(host):
+    elif sslmode is None and not connector and private:
         add("sslmode-missing", "warning",
             "no sslmode for a private IP: the driver tries SSL opportunistically ('prefer') and silently falls "
             "back to plaintext, unverified; Cloud SQL private IP requires SSL, so say so",
             f"add sslmode=require (or verify-ca): {FIX}")
+    elif sslmode in ("prefer", "allow") and not connector and private:
+        add("sslmode-downgradable", "warning",
+            f"sslmode={sslmode} for a private IP: SSL is optional, so anyone on the path can downgrade the "
+            "connection to plaintext; Cloud SQL private IP requires SSL, so require it",
+            f"use sslmode=require (or verify-ca): {FIX}")
     if driver in ("pg8000", "asyncpg") and not via_runtime:
         words = [k for k in ("sslmode", "connect_timeout", "sslrootcert") if k in query]
         if words:

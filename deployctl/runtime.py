@@ -72,7 +72,8 @@ def compose_url(*, driver: str, user: str, password: str | None, database: str, 
             netloc += f":{int(port)}"
     url = f"postgresql+{driver}://{auth}{netloc}/{_q(database)}"
     if query:
-        url += "?" + "&".join(f"{_q(k)}={_q(str(v))}" for k, v in query.items())
+        # '/' may stay raw in a query value (RFC 3986), which keeps an sslrootcert path readable
+        url += "?" + "&".join(f"{_q(k)}={quote(str(v), safe='/')}" for k, v in query.items())
     return url
 
 

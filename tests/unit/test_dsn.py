@@ -116,6 +116,10 @@ def test_lint_clean_for_built_dsn_via_runtime():
     ("postgresql+psycopg://u:pw@10.20.0.3/db?sslmode=require\r\n", "trailing-newline", "error"),
     ("postgresql+psycopg://u:pw%0A@10.20.0.3/db?sslmode=require", "password-trailing-newline", "error"),
     ("postgresql+psycopg://u:pw%0d%0A@10.20.0.3/db?sslmode=require", "password-trailing-newline", "error"),
+    ("postgresql+psycopg://u:pw@10.20.0.3/db%0A?sslmode=require", "database-trailing-newline", "error"),
+    ("postgresql+psycopg://u:pw@10.20.0.3/db?sslmode=prefer", "sslmode-downgradable", "warning"),
+    ("postgresql+psycopg://u:pw@10.20.0.3/db?sslmode=allow", "sslmode-downgradable", "warning"),
+    ("postgresql+psycopg://u@10.20.0.3/db?sslmode=require&password=TopSecret99", "password-in-query", "warning"),
     ("postgresql+psycopg://u:pw@10.9.9.9/db?sslmode=require", "host-mismatch", "error"),
     ("postgresql+psycopg://u@10.20.0.3/db?sslmode=require", "no-password", "warning"),
     ("postgres://u:pw@10.20.0.3/db?sslmode=require", "bad-scheme", "error"),
@@ -241,3 +245,35 @@ def test_connect_timeout_keeps_fractions_for_pg8000_and_rounds_up_for_libpq():
 def test_build_engine_refuses_an_asyncpg_url_with_the_async_alternative():
     with pytest.raises(ValueError, match="build_async_engine"):
         runtime.build_engine("postgresql+asyncpg://u:pw@h/db?ssl=require")
+
+
+def test_an_at_sign_in_the_query_is_not_taken_for_the_userinfo():
+    """C2: '@' in sslrootcert=/a@b/ca.pem is in the query; a correct URL lints clean and masks right."""
+    url = "postgresql+psycopg://u:pw99@10.20.0.3:5432/db?sslmode=require&sslrootcert=/a@b/ca.pem"
+    assert dsn.lint(url, private_ip=HOST) == []
+    assert dsn.mask(url) == "postgresql+psycopg://u:***@10.20.0.3:5432/db?sslmode=require&sslrootcert=/a@b/ca.pem"
+    redact.clear()
+    dsn.parse(url)
+    assert redact.redact("b/ca.pem 10.20.0.3") == "b/ca.pem 10.20.0.3"  # only the password is registered
+    # while a raw '?' or '@' inside the password still counts as the password's
+    for raw in ("postgresql+psycopg://u:p?ss@10.20.0.3/db?sslmode=require",
+                "postgresql+psycopg://u:p@ss@10.20.0.3/db?sslmode=require"):
+        assert codes(raw, private_ip=HOST) == {"unencoded-reserved": "error"}
+        assert dsn.mask(raw) == "postgresql+psycopg://u:***@10.20.0.3/db?sslmode=require"
+
+
+def test_a_password_in_the_query_is_masked_and_registered():
+    """C3: libpq's password= parameter."""
+    url = "postgresql+psycopg://u@10.20.0.3/db?password=TopSecret99&sslmode=require"
+    assert dsn.mask(url) == "postgresql+psycopg://u@10.20.0.3/db?password=***&sslmode=require"
+    assert dsn.has_password(url)
+    dsn.parse(url)
+    assert redact.redact("x TopSecret99 y") == "x *** y"
+
+
+def test_the_reserved_character_finding_does_not_say_which():
+    """C5: naming the characters would tell something about the password."""
+    for pw in ("a@b", "a/b", "a b"):
+        f = next(f for f in dsn.lint(f"postgresql+psycopg://u:{pw}@10.20.0.3/db?sslmode=require")
+                 if f.code == "unencoded-reserved")
+        assert f.message == dsn.lint("postgresql+psycopg://u:x#y@10.20.0.3/db?sslmode=require")[0].message
