@@ -19,7 +19,7 @@ import threading
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
-# Shorter values would mask ordinary words; config validation refuses such passwords anyway.
+# Shorter values would mask ordinary words, so they are not registered: `secrets set` refuses to store them.
 MIN_LENGTH = 4
 
 _lock = threading.Lock()

@@ -192,6 +192,11 @@ def set_value(ctx: Context, secret_id: str, data: bytes, strip_newline: bool = F
         data = data.rstrip(b"\r\n")
     if not data:
         raise UsageError("refusing to store an empty value", hint="pipe the value on stdin or use --from-file")
+    if len(data.decode("utf-8", "surrogateescape").strip()) < redact.MIN_LENGTH:
+        # redact.py cannot mask shorter values (they would mask ordinary words), so they could appear in output
+        raise UsageError(f"refusing to store a value shorter than {redact.MIN_LENGTH} characters: deployctl "
+                         "could not keep it out of its output (and it is easy to guess)",
+                         hint=f"store a longer value (at least {redact.MIN_LENGTH} characters)")
     if len(data) > 64 * 1024:
         raise UsageError(f"the value is {len(data)} bytes; Secret Manager takes at most 65536",
                          hint="store a smaller value (or a reference to where the data lives)")

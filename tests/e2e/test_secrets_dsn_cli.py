@@ -73,8 +73,8 @@ def test_another_driver_is_not_compared_with_nor_written_into_the_url_secret(loc
 
 
 def test_secret_versions_and_states(local_cloud):
-    assert local_cloud("secrets", "set", "e2e-versions", input="one").code == 0
-    assert local_cloud("secrets", "set", "e2e-versions", input="two").code == 0
+    assert local_cloud("secrets", "set", "e2e-versions", input="one-1").code == 0
+    assert local_cloud("secrets", "set", "e2e-versions", input="two-2").code == 0
     doc = json.loads(local_cloud("--json", "secrets", "versions", "e2e-versions").stdout)
     assert [v["number"] for v in doc["data"]["versions"]] == [1, 2]
     assert all(v["state"] == "ENABLED" for v in doc["data"]["versions"])
@@ -120,8 +120,11 @@ def test_bad_ids_and_versions_are_usage_errors_before_any_call(tmp_path, argv, r
     assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir())
 
 
-def test_empty_and_oversized_values_are_refused(local_cloud):
+def test_empty_short_and_oversized_values_are_refused(local_cloud):
     assert local_cloud("secrets", "set", "e2e-empty", input="").code == 2
+    for short in ("abc", "ab\n", " x "):  # C4: too short to be masked in output
+        run = local_cloud("secrets", "set", "e2e-short", input=short)
+        assert run.code == 2 and "shorter than 4 characters" in run.stderr, run.output
     big = local_cloud("secrets", "set", "e2e-big", input=b"x" * (64 * 1024 + 1))
     assert big.code == 2 and "65536" in big.stderr
 
