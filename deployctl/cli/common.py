@@ -6,6 +6,8 @@ import datetime as dt
 import importlib
 import logging
 import os
+import secrets
+import stat
 import sys
 import tempfile
 import traceback
@@ -132,20 +134,37 @@ def _retry_summary(st: State) -> None:
 
 
 def write_crash_log(context: Context) -> str | None:
-    """The traceback of an unexpected error, redacted, in a log file; returns its path."""
+    """The traceback of an unexpected error, redacted, in a new private log file (0600); returns its path."""
     text = redact.redact(traceback.format_exc())
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    for base in (_safe(lambda: context.state_dir / "logs"), Path(tempfile.gettempdir()) / "deployctl-logs"):
+    for base in (_safe(lambda: context.state_dir / "logs"), _private_temp_dir()):
         if base is None:
             continue
         try:
-            base.mkdir(parents=True, exist_ok=True)
-            path = base / f"crash-{stamp}-{os.getpid()}.log"
-            path.write_text(text, encoding="utf-8")
+            base.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = base / f"crash-{stamp}-{os.getpid()}-{secrets.token_hex(3)}.log"
+            # O_EXCL + O_NOFOLLOW: never write through a link someone placed under a predictable name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
             return str(path)
         except OSError:
             continue
     return None
+
+
+def _private_temp_dir() -> Path | None:
+    """A per-user directory under the temp dir, used only when it is really ours and private."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    base = Path(tempfile.gettempdir()) / f"deployctl-logs-{uid if uid is not None else 'user'}"
+    try:
+        base.mkdir(mode=0o700, exist_ok=True)
+        st = base.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or (uid is not None and st.st_uid != uid) or st.st_mode & 0o077:
+        return None
+    return base
 
 
 def _safe(fn):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -135,7 +136,7 @@ def test_usage_error_is_exit_2():
     assert run.code == 2 and "Traceback" not in run.output
 
 
-def test_unexpected_error_writes_a_redacted_crash_log(tmp_path, monkeypatch):
+def test_unexpected_error_writes_a_redacted_crash_log(tmp_path, monkeypatch, capsys):
     from deployctl import redact
     from deployctl.cli.common import make_state, run
     from deployctl.errors import ExitCode
@@ -152,6 +153,36 @@ def test_unexpected_error_writes_a_redacted_crash_log(tmp_path, monkeypatch):
     assert len(logs) == 1
     text = logs[0].read_text()
     assert "RuntimeError" in text and "crash-canary-secret" not in text and "***" in text
+    assert stat.S_IMODE(logs[0].stat().st_mode) == 0o600  # C6: a traceback can quote local values
+    err = capsys.readouterr().err
+    assert str(logs[0]) in err and "unexpected error (a bug)" in err and "Traceback" not in err
+    # -v prints the traceback too, redacted
+    assert run(make_state(verbose=1), broken) == ExitCode.FAILED
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError" in err and "crash-canary-secret" not in err
+    make_state()  # detach the -v log handler from this test's captured stream
+
+
+def test_crash_log_falls_back_to_a_private_per_user_temp_dir(tmp_path, monkeypatch, capsys):
+    from deployctl.cli.common import make_state, run
+
+    blocker = tmp_path / "state-is-a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("DEPLOYCTL_STATE_DIR", str(blocker))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+
+    def broken(ctx):
+        raise RuntimeError("boom")
+
+    run(make_state(), broken)
+    logs = list((tmp_path / "tmp").glob("deployctl-logs-*/crash-*.log"))
+    assert len(logs) == 1 and stat.S_IMODE(logs[0].stat().st_mode) == 0o600
+    assert stat.S_IMODE(logs[0].parent.stat().st_mode) == 0o700
+    assert str(logs[0]) in capsys.readouterr().err
 
 
 def test_confirmation_needed_without_tty_is_exit_2(tmp_path):
