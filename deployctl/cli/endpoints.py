@@ -21,10 +21,12 @@ class Target(StrEnum):
 @app.command("lint")
 def lint(ctx: typer.Context, spec: Path = typer.Argument(..., help="The OpenAPI spec (YAML or JSON)."),
          target: Target = typer.Option(Target.endpoints, "--target",
-                                       help="endpoints: Cloud Endpoints/ESPv2 (Swagger 2.0 only); "
-                                            "api-gateway: API Gateway (2.0, or 3.0 with x-google-api-management)."),
+                                       help="endpoints: Cloud Endpoints/ESPv2; api-gateway: API Gateway. Both "
+                                            "take Swagger 2.0, and OpenAPI 3.0/3.1 with x-google-api-management "
+                                            "backends (Endpoints also a server with x-google-endpoint)."),
          config_id: str = typer.Option(None, "--config-id",
-                                       help="API Gateway config id (default: a slug of info.title).")) -> None:
+                                       help="API Gateway config id to check (default: a slug of info.title, "
+                                            "noted only).")) -> None:
     """Validate a spec: the OpenAPI schema, then what the target accepts. Exit 1 on errors, 3 on warnings only."""
     execute(ctx, "endpoints:lint", spec, target.value, config_id, schema="endpoints/lint")
 
@@ -33,5 +35,6 @@ def lint(ctx: typer.Context, spec: Path = typer.Argument(..., help="The OpenAPI 
 def render(ctx: typer.Context, spec: Path = typer.Argument(..., help="The OpenAPI spec (YAML or JSON)."),
            output: Path = typer.Option(None, "--output", "-o", dir_okay=False,
                                        help="Write the rendered spec here (default: stdout).")) -> None:
-    """Fill every `${service}` backend address with the service's deployed Cloud Run URL."""
+    """Fill every `${service}` backend address with the service's deployed Cloud Run URL, and `${project}` in the
+    Endpoints service name with the environment's project."""
     execute(ctx, "endpoints:render", spec, output, schema="endpoints/render")

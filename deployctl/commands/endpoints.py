@@ -73,6 +73,7 @@ class RenderResult(Result):
     output: str | None
     filled: list[FilledAddress]
     text: str | None  # the rendered spec when it went to stdout
+    warnings: list[str] = []
 
     def view(self) -> list[views.Block]:
         if self.output is None:
@@ -85,13 +86,22 @@ def lint(ctx: Context, spec_path: Path, target: str = "endpoints", config_id: st
     if target not in rules.TARGETS:
         raise UsageError(f"unknown target {target!r}", hint=f"use one of: {', '.join(rules.TARGETS)}")
     spec = load_spec(spec_path)
-    report = rules.lint(spec, target, config_id)
+    report = rules.lint(spec, target, config_id, services=_configured_services(ctx))
     return LintResult(
         spec=str(spec_path), target=target, version=report.version, config_id=report.config_id,
         config_id_source=report.config_id_source, findings=report.findings,
         conversion=Conversion(target=convert.other_target(target),
                               steps=convert.steps(spec, target, report.config_id)),
         counts={s: report.count(s) for s in ("error", "warning", "info")})
+
+
+def _configured_services(ctx: Context) -> list[str] | None:
+    """The environment's [services.*], or None when there is no configuration to check against (lint also
+    runs on specs of other projects, with no config at all)."""
+    try:
+        return list(ctx.config.services)
+    except DeployctlError:
+        return None
 
 
 def deployed_urls(ctx: Context) -> dict[str, str]:
@@ -111,11 +121,17 @@ def render(ctx: Context, spec_path: Path, output: Path | None = None,
     needed = render_mod.services(spec)
     if not needed:
         ctx.progress("", f"{spec_path}: no ${{service}} backend addresses to fill", "warn")
+    configured = _configured_services(ctx)
     if urls is None:
-        urls = deployed_urls(ctx) if needed else {}
-    text, filled = render_mod.render(spec, urls, env=ctx.env)
+        unknown = [n for n in needed if configured is not None and n not in configured]
+        urls = deployed_urls(ctx) if needed and not unknown else {}
+    project = ctx.project if configured is not None else None
+    text, filled = render_mod.render(spec, urls, env=ctx.env, project=project, configured=configured)
     for f in filled:
         ctx.progress(f.service, f"{f.path} -> {f.url}", "ok", detail=True)
+    warnings = render_mod.other_projects(spec, project) if project else []
+    for w in warnings:  # the story's failure: a spec deployed as another project's Endpoints service
+        ctx.progress("", f"{w}; write `${{project}}` there to have render fill it", "warn")
     if output is not None:
         try:
             Path(output).write_text(text, encoding="utf-8")
@@ -125,4 +141,4 @@ def render(ctx: Context, spec_path: Path, output: Path | None = None,
     return RenderResult(spec=str(spec_path), output=str(output) if output is not None else None,
                         filled=[FilledAddress(path=f.path, service=f.service, url=f.url, line=f.line)
                                 for f in filled],
-                        text=None if output is not None else text)
+                        text=None if output is not None else text, warnings=warnings)

@@ -1,8 +1,10 @@
 """What Cloud Endpoints (ESPv2) and API Gateway accept beyond the OpenAPI schema, as findings.
 
 Backend addresses in the project's specs are written `address: ${service-name}` (optionally followed by a
-path, `${fiat-gateway}/api`): `deployctl endpoints render` replaces each with the service's deployed Cloud Run
-URL. Lint accepts such a placeholder (as a note) so the checked-in spec lints clean.
+path, `${fiat-gateway}/api`), and the Endpoints service name as `host: api.endpoints.${project}.cloud.goog`:
+`deployctl endpoints render` fills each from the environment. Lint accepts such placeholders (as a note) so the
+checked-in spec lints clean. Both targets take Swagger 2.0 and OpenAPI 3.0.x / 3.1.x; the 3.x rules are in
+endpoints/v3.py.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from deployctl.endpoints.load import JsonPath, Spec
 TARGETS = ("endpoints", "api-gateway")
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 PLACEHOLDER = re.compile(r"^\$\{(?P<service>[a-z][-a-z0-9]*)\}(?P<suffix>/\S*)?$")
-CONFIG_ID = re.compile(r"^[a-z](?:[-a-z0-9]*[a-z0-9])?$")
+PROJECT_PLACEHOLDER = "${project}"
+# API Gateway config ids: at most 63 lowercase letters, digits and hyphens, not starting with a hyphen.
+CONFIG_ID = re.compile(r"^[a-z0-9][-a-z0-9]*$")
 CONFIG_ID_MAX = 63
 PATH_TRANSLATIONS = ("APPEND_PATH_TO_ADDRESS", "CONSTANT_ADDRESS")
 API_KEY_FIX = ("define it as `type: apiKey, name: key, in: query` (the ?key= parameter) or "
                "`type: apiKey, name: x-api-key, in: header`")
+API_KEY_PLACES = (("query", "key"), ("header", "x-api-key"))
 
 
 @dataclass
@@ -67,6 +72,16 @@ def address_sites(data: dict) -> Iterator[tuple[JsonPath, str]]:
                 yield ("x-google-api-management", "backends", name, "address"), backend["address"]
 
 
+def project_sites(data: dict) -> Iterator[tuple[JsonPath, str]]:
+    """Where the Endpoints service name (with its project) is written: `host` (2.0), servers[].url (3.x)."""
+    if isinstance(data.get("host"), str):
+        yield ("host",), data["host"]
+    servers = data.get("servers")
+    for i, server in enumerate(servers if isinstance(servers, list) else []):
+        if isinstance(server, dict) and isinstance(server.get("url"), str):
+            yield ("servers", i, "url"), server["url"]
+
+
 def config_id_for(spec: Spec, given: str | None) -> tuple[str, str]:
     """The API Gateway config id: --config-id when given, else a slug of info.title; and which it was."""
     if given:
@@ -75,35 +90,48 @@ def config_id_for(spec: Spec, given: str | None) -> tuple[str, str]:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-"), "info.title"
 
 
-def lint(spec: Spec, target: str = "endpoints", config_id: str | None = None) -> LintReport:
+def lint(spec: Spec, target: str = "endpoints", config_id: str | None = None,
+         services: list[str] | None = None) -> LintReport:
+    """Lint `spec` for `target`; `services` (the environment's [services.*], when known) checks placeholders."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}")
+    from deployctl.endpoints import v3  # it builds on this module
+
     cid, source = config_id_for(spec, config_id)
     report = LintReport(target=target, version=spec.version, config_id=cid, config_id_source=source)
-    schema = structure.validate(spec)
+    schema = structure.validate(spec, data=_placeholders_filled(spec.data))
     found: list[Finding] = []
     if not any(f.rule == "openapi-version" for f in schema):
         found += operation_ids(spec, target)
         found += external_refs(spec)
         if spec.is_v2:
             found += v2_rules(spec, target)
-        elif target == "endpoints":
-            from deployctl.endpoints.convert import convert_v3_to_v2  # it builds on this module
-
-            found.append(Finding.error(
-                "endpoints-swagger2-only", ("openapi",),
-                f"Cloud Endpoints (ESPv2) accepts only Swagger 2.0 (OpenAPI 2.0); this spec is OpenAPI {spec.version}",
-                "convert it to Swagger 2.0: " + "; ".join(convert_v3_to_v2(spec)) + ". Or deploy it to API "
-                "Gateway (--target api-gateway), which takes 3.0 with x-google-api-management backends", spec))
         else:
-            found += gateway_v3_rules(spec)
+            found += v3.rules(spec, target)
     if target == "api-gateway" or source == "--config-id":
         found += config_id_rules(cid, source, spec)
-    found += placeholder_note(spec)
+    found += placeholder_note(spec, services)
     covered = {f.path for f in found}  # a target rule at the same place says it more precisely
     found += [f for f in schema if f.path not in covered]
     report.findings = sort(found)
     return report
+
+
+def _placeholders_filled(data: dict) -> dict:
+    """A copy of the spec's data as render would make it, for the schema check (only the project matters: the
+    backend addresses are extensions, which the schema does not look into)."""
+    sites = [(at, value) for at, value in project_sites(data) if PROJECT_PLACEHOLDER in value]
+    if not sites:
+        return data
+    import copy
+
+    out = copy.deepcopy(data)
+    for at, value in sites:
+        node = out
+        for part in at[:-1]:
+            node = node[part]
+        node[at[-1]] = value.replace(PROJECT_PLACEHOLDER, "project-id")
+    return out
 
 
 def operation_ids(spec: Spec, target: str) -> list[Finding]:
@@ -132,13 +160,15 @@ def _suggest_id(at: JsonPath) -> str:
 
 
 def external_refs(spec: Spec) -> list[Finding]:
+    """A $ref outside the file: the spec is uploaded as one file, and lint never fetches one (structure.py)."""
     out = []
 
     def walk(node, at: JsonPath) -> None:
         if isinstance(node, dict):
             ref = node.get("$ref")
             if isinstance(ref, str) and not ref.startswith("#"):
-                out.append(Finding.error("ref-external", (*at, "$ref"), f"$ref {ref!r} points outside the file",
+                out.append(Finding.error("ref-external", (*at, "$ref"),
+                                         f"$ref {ref!r} points outside the file (lint does not fetch it)",
                                          "inline the definition: the spec is uploaded as one file", spec))
             for k, v in node.items():
                 walk(v, (*at, k))
@@ -156,17 +186,18 @@ def v2_rules(spec: Spec, target: str) -> list[Finding]:
     if not host and target == "endpoints":
         out.append(Finding.error("host-required", ("host",) if "host" in data else (),
                                  "Cloud Endpoints needs `host`: it is the Endpoints service name",
-                                 "add `host: <api-name>.endpoints.<project-id>.cloud.goog`", spec))
+                                 "add `host: <api-name>.endpoints.${project}.cloud.goog` (render fills ${project})",
+                                 spec))
     elif host and ("/" in str(host) or ":" in str(host)):
         out.append(Finding.error("host-form", ("host",), f"host {host!r} is a URL; it must be a bare host name",
                                  "drop the scheme, port and path (put a path prefix in basePath)", spec))
     top = data.get("x-google-backend")
     if top is not None:
-        out += _backend_object(spec, ("x-google-backend",), top)
+        out += _backend_object(spec, ("x-google-backend",), top, top_level=True)
     for at, op in operations(data):
         backend = op.get("x-google-backend")
         if backend is not None:
-            out += _backend_object(spec, (*at, "x-google-backend"), backend)
+            out += _backend_object(spec, (*at, "x-google-backend"), backend, top_level=False)
         elif top is None:
             out.append(Finding.error(
                 "backend-missing", at, f"{at[2].upper()} {at[1]} has no x-google-backend, and there is no "
@@ -177,7 +208,7 @@ def v2_rules(spec: Spec, target: str) -> list[Finding]:
     return out
 
 
-def _backend_object(spec: Spec, at: JsonPath, backend) -> list[Finding]:
+def _backend_object(spec: Spec, at: JsonPath, backend, *, top_level: bool) -> list[Finding]:
     if not isinstance(backend, dict):
         return [Finding.error("backend-form", at, "in Swagger 2.0 x-google-backend is a mapping with an address",
                               "write `x-google-backend: {address: https://...}`", spec)]
@@ -187,16 +218,24 @@ def _backend_object(spec: Spec, at: JsonPath, backend) -> list[Finding]:
                                  "add `address: ${<service>}` (render fills the URL) or the backend's https URL",
                                  spec))
     else:
-        out += _address(spec, (*at, "address"), backend["address"])
+        out += address_finding(spec, (*at, "address"), backend["address"])
     translation = backend.get("path_translation")
     if translation is not None and translation not in PATH_TRANSLATIONS:
         out.append(Finding.error("backend-path-translation", (*at, "path_translation"),
                                  f"path_translation {translation!r} is not one ESPv2 knows",
                                  f"use one of {', '.join(PATH_TRANSLATIONS)}", spec))
+    elif translation is None and not top_level and "address" in backend:
+        # The default differs by place: APPEND_PATH_TO_ADDRESS at the top level, CONSTANT_ADDRESS here.
+        out.append(Finding.warning(
+            "backend-path-translation-default", at,
+            "this operation's x-google-backend has no path_translation: on an operation it defaults to "
+            "CONSTANT_ADDRESS (every request goes to the address itself; path parameters become query "
+            "parameters), unlike the top-level default APPEND_PATH_TO_ADDRESS",
+            "say which you mean: `path_translation: CONSTANT_ADDRESS` or `APPEND_PATH_TO_ADDRESS`", spec))
     return out
 
 
-def _address(spec: Spec, at: JsonPath, address) -> list[Finding]:
+def address_finding(spec: Spec, at: JsonPath, address) -> list[Finding]:
     text = str(address)
     if PLACEHOLDER.match(text):
         return []  # one note for all of them: lint() adds it
@@ -209,14 +248,26 @@ def _address(spec: Spec, at: JsonPath, address) -> list[Finding]:
     return []
 
 
-def placeholder_note(spec: Spec) -> list[Finding]:
+def placeholder_note(spec: Spec, services: list[str] | None = None) -> list[Finding]:
+    """One note for the placeholders render fills; a warning for a ${service} the environment does not have."""
+    out: list[Finding] = []
     sites = [(at, m["service"]) for at, address in address_sites(spec.data) if (m := PLACEHOLDER.match(address))]
-    if not sites:
-        return []
-    names = ", ".join(dict.fromkeys(name for _, name in sites))
-    return [Finding.info("backend-placeholder", sites[0][0],
-                         f"{len(sites)} backend address(es) are placeholders for {names}",
-                         "deploy the output of `deployctl endpoints render`, not this file", spec)]
+    hosts = [at for at, value in project_sites(spec.data) if PROJECT_PLACEHOLDER in value]
+    if sites or hosts:
+        names = list(dict.fromkeys(name for _, name in sites))
+        what = [f"{len(sites)} backend address(es) for {', '.join(names)}"] if sites else []
+        what += [f"the project in {'host' if hosts[0] == ('host',) else 'servers[].url'}"] if hosts else []
+        out.append(Finding.info("backend-placeholder", (sites[0][0] if sites else hosts[0]),
+                                f"placeholders: {' and '.join(what)}",
+                                "deploy the output of `deployctl endpoints render`, not this file", spec))
+    if services is not None:
+        for at, name in sites:
+            if name not in services:
+                out.append(Finding.warning(
+                    "backend-unknown-service", at, f"${{{name}}} names no service of this environment's "
+                    "[services.*], so render cannot fill it", f"use one of: {', '.join(services) or '(none)'}",
+                    spec))
+    return out
 
 
 def api_key_rules(spec: Spec, definitions, at: JsonPath) -> list[Finding]:
@@ -225,14 +276,24 @@ def api_key_rules(spec: Spec, definitions, at: JsonPath) -> list[Finding]:
     defs = definitions if isinstance(definitions, dict) else {}
     api_keys = {n: d for n, d in defs.items() if isinstance(d, dict) and d.get("type") == "apiKey"}
     if not api_keys:
-        out.append(Finding.error("api-key-missing", at if definitions is not None else (),
-                                 f"no API-key security scheme in {'.'.join(map(str, at))}", API_KEY_FIX, spec))
+        others = [n for n, d in defs.items() if isinstance(d, dict)]
+        where = at if definitions is not None else ()
+        if others:  # e.g. JWT (oauth2 / x-google-issuer) or Google ID tokens: a choice, not a mistake
+            out.append(Finding.warning("api-key-missing", where, f"no API-key scheme in {'.'.join(map(str, at))}: "
+                                       f"callers are checked only by {', '.join(others)}",
+                                       "if keys are wanted too, " + API_KEY_FIX, spec))
+        else:
+            out.append(Finding.error("api-key-missing", where,
+                                     f"no API-key security scheme in {'.'.join(map(str, at))}", API_KEY_FIX, spec))
     for name, d in api_keys.items():
-        where = (d.get("in"), d.get("name"))
-        if where not in (("query", "key"), ("header", "x-api-key")):
+        place = d.get("in")
+        key_name = d.get("name")
+        if isinstance(key_name, str) and place == "header":
+            key_name = key_name.lower()  # HTTP header names are case-insensitive: X-API-Key is x-api-key
+        if (place, key_name) not in API_KEY_PLACES:
             out.append(Finding.error("api-key-definition", (*at, name),
-                                     f"API key {name!r} is read from {where[0] or '(no `in`)'} {where[1]!r}: the gateway checks "
-                                     "keys only as the `key` query parameter or the `x-api-key` header",
+                                     f"API key {name!r} is read from {place or '(no `in`)'} {d.get('name')!r}: the "
+                                     "gateway checks keys only as the `key` query parameter or the `x-api-key` header",
                                      API_KEY_FIX, spec))
     top = spec.data.get("security")
     for path, reqs in [(("security",), top)] + [((*a, "security"), op.get("security"))
@@ -253,51 +314,9 @@ def api_key_rules(spec: Spec, definitions, at: JsonPath) -> list[Finding]:
     return out
 
 
-def gateway_v3_rules(spec: Spec) -> list[Finding]:
-    data, out = spec.data, []
-    if not spec.version.startswith("3.0."):
-        out.append(Finding.error("gateway-openapi-version", ("openapi",),
-                                 f"API Gateway accepts OpenAPI 2.0 and 3.0.x; this spec is {spec.version}",
-                                 "declare `openapi: 3.0.3` and remove 3.1-only features", spec))
-    management = data.get("x-google-api-management")
-    backends = management.get("backends") if isinstance(management, dict) else None
-    if not isinstance(backends, dict) or not backends:
-        out.append(Finding.error(
-            "gateway-v3-backends", ("x-google-api-management",) if management is not None else (),
-            "API Gateway takes an OpenAPI 3.x spec only with backends under x-google-api-management",
-            "add `x-google-api-management: {backends: {<name>: {address: ${<service>}, "
-            "pathTranslation: APPEND_PATH_TO_ADDRESS, protocol: http/1.1}}}` and name a backend with "
-            "`x-google-backend: <name>` at the top level or per operation", spec))
-        backends = {}
-    for name, backend in backends.items():
-        at = ("x-google-api-management", "backends", name)
-        if not isinstance(backend, dict) or "address" not in backend:
-            out.append(Finding.error("backend-address", at, f"backend {name!r} has no address",
-                                     "add `address: ${<service>}` or the backend's https URL", spec))
-        else:
-            out += _address(spec, (*at, "address"), backend["address"])
-    top = data.get("x-google-backend")
-    for at, op in operations(data):
-        name = op.get("x-google-backend", top)
-        where = (*at, "x-google-backend") if "x-google-backend" in op else ("x-google-backend",)
-        if name is None:
-            if backends:
-                out.append(Finding.error("backend-missing", at, f"{at[2].upper()} {at[1]} names no backend",
-                                         f"add `x-google-backend: <one of {', '.join(backends)}>`", spec))
-        elif not isinstance(name, str):
-            out.append(Finding.error("backend-form", where, "in OpenAPI 3.x x-google-backend is the name of a "
-                                     "backend under x-google-api-management.backends, not a mapping",
-                                     "move the address into x-google-api-management.backends.<name> and write "
-                                     "`x-google-backend: <name>`", spec))
-        elif backends and name not in backends:
-            out.append(Finding.error("backend-unknown", where, f"no backend {name!r} in x-google-api-management",
-                                     f"use one of: {', '.join(backends)}", spec))
-    components = data.get("components") if isinstance(data.get("components"), dict) else {}
-    out += api_key_rules(spec, components.get("securitySchemes"), ("components", "securitySchemes"))
-    return out
-
-
 def config_id_rules(cid: str, source: str, spec: Spec) -> list[Finding]:
+    """The config id is a gcloud argument, not part of the spec: an error only when given with --config-id; the
+    one made from info.title is a note (pass --config-id when creating the config)."""
     at: JsonPath | str = ("info", "title") if source == "info.title" else "--config-id"
     problems = []
     if not cid:
@@ -305,10 +324,12 @@ def config_id_rules(cid: str, source: str, spec: Spec) -> list[Finding]:
     if len(cid) > CONFIG_ID_MAX:
         problems.append(f"is {len(cid)} characters long (at most {CONFIG_ID_MAX})")
     if cid and not CONFIG_ID.match(cid):
-        problems.append("must be lowercase letters, digits and hyphens, start with a letter and not end with '-'")
+        problems.append("must be lowercase letters, digits and hyphens, and not start with a hyphen")
     if not problems:
         return []
-    origin = "given with --config-id" if source == "--config-id" else "made from info.title"
-    fix = ("pass a valid --config-id, e.g. --config-id gateway-v1" if source == "--config-id"
-           else "pass --config-id NAME, or give info.title a name that starts with a letter and is short")
-    return [Finding.error("config-id", at, f"API config id {cid!r} ({origin}) {'; '.join(problems)}", fix, spec)]
+    if source == "--config-id":
+        return [Finding.error("config-id", at, f"API config id {cid!r} (given with --config-id) {'; '.join(problems)}",
+                              "pass a valid --config-id, e.g. --config-id gateway-v1", spec)]
+    return [Finding.info("config-id", at, f"an API config id made from info.title ({cid!r}) {'; '.join(problems)}",
+                         "pass a valid id to `gcloud api-gateway api-configs create` (and to lint with --config-id)",
+                         spec)]

@@ -1,6 +1,13 @@
-"""Structural validation against the OpenAPI schema, by openapi-spec-validator, as findings with JSON paths."""
+"""Structural validation against the OpenAPI schema, by openapi-spec-validator, as findings with JSON paths.
+
+The validator would fetch a `$ref` outside the file (http, https, file, a relative path): a linter must not
+reach the network, nor hang on a host that never answers. Every scheme is refused here; rules.external_refs
+reports each such $ref.
+"""
 
 from __future__ import annotations
+
+import functools
 
 from deployctl.endpoints.findings import Finding
 from deployctl.endpoints.load import Spec, dotted
@@ -16,8 +23,9 @@ FIXES = {
 MAX_MESSAGE = 240
 
 
-def validate(spec: Spec) -> list[Finding]:
-    """Schema errors of the spec (an empty list when it is structurally valid)."""
+def validate(spec: Spec, data: dict | None = None) -> list[Finding]:
+    """Schema errors of the spec (an empty list when it is structurally valid); `data`: the spec's data with
+    render's placeholders filled in (a `${project}` in `host` breaks the schema's host pattern)."""
     cls = _validator_class(spec)
     if cls is None:
         return [Finding.error(
@@ -29,13 +37,18 @@ def validate(spec: Spec) -> list[Finding]:
 
     findings: list[Finding] = []
     try:
-        for err in cls(spec.data).iter_errors():
+        for err in cls(spec.data if data is None else data).iter_errors():
             finding = _finding(err, spec)
             if finding is not None:
                 findings.append(finding)
     except Unresolvable as e:
-        findings.append(Finding.error("openapi-ref", (), _clip(f"a $ref points nowhere: {e}"),
-                                      "point the $ref at a definition that exists in this file", spec))
+        if _refused(e):
+            findings.append(Finding.error("openapi-ref", (), _clip(
+                f"the schema check stopped at a $ref outside the file, which lint does not fetch: {e}"),
+                "inline the definition: the spec is uploaded as one file", spec))
+        else:
+            findings.append(Finding.error("openapi-ref", (), _clip(f"a $ref points nowhere: {e}"),
+                                          "point the $ref at a definition that exists in this file", spec))
     except RecursionError:
         findings.append(Finding.error("openapi-ref", (), "the spec's $refs form a cycle the validator cannot follow",
                                       "break the $ref cycle", spec))
@@ -54,13 +67,39 @@ def _validator_class(spec: Spec):
     import openapi_spec_validator as osv
 
     if spec.is_v2:
-        return osv.OpenAPIV2SpecValidator if spec.version == "2.0" else None
+        return _local_only(osv.OpenAPIV2SpecValidator) if spec.version == "2.0" else None
     version = spec.version
     for prefix, cls in (("3.0.", osv.OpenAPIV30SpecValidator), ("3.1.", osv.OpenAPIV31SpecValidator),
                         ("3.2.", osv.OpenAPIV32SpecValidator)):
         if version.startswith(prefix):
-            return cls
+            return _local_only(cls)
     return None
+
+
+class RefNotFetched(LookupError):
+    """A $ref outside the file: lint does not fetch it."""
+
+
+def _refuse(uri: str):
+    raise RefNotFetched(uri)
+
+
+# Without a handler for a scheme, jsonschema-path falls back to urlopen: name every scheme urlopen knows.
+_NO_FETCH = {scheme: _refuse for scheme in ("", "<all_urls>", "http", "https", "file", "ftp", "data")}
+
+
+@functools.cache
+def _local_only(cls):
+    return type(f"LocalOnly{cls.__name__}", (cls,), {"resolver_handlers": _NO_FETCH})
+
+
+def _refused(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, RefNotFetched):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _finding(err, spec: Spec) -> Finding | None:
