@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deployctl.errors import ConfirmationRequired
+from deployctl.errors import ConfirmationRequired, StateDirError
 
 if TYPE_CHECKING:
     from deployctl.config import Config
@@ -64,9 +64,13 @@ class Context:
     @property
     def state_dir(self) -> Path:
         """Where deployctl keeps this environment's local state (the local cloud, logs)."""
-        if os.environ.get("DEPLOYCTL_STATE_DIR"):
-            return Path(os.environ["DEPLOYCTL_STATE_DIR"]).resolve()
-        return (Path(self.config_dir).resolve().parent / ".deployctl" / self.env).resolve()
+        given = os.environ.get("DEPLOYCTL_STATE_DIR")
+        path = (Path(given) if given else Path(self.config_dir).resolve().parent / ".deployctl" / self.env).resolve()
+        if path.exists() and not path.is_dir():
+            raise StateDirError(f"the state directory {path} is not a directory",
+                                hint=("point DEPLOYCTL_STATE_DIR at a directory (it is made if missing), or unset it"
+                                      if given else f"move the file {path} out of the way"))
+        return path
 
     @property
     def project(self) -> str:

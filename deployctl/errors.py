@@ -1,7 +1,8 @@
 """One exception base for everything a user can cause, and the exit codes it maps to.
 
-The CLI catches DeployctlError in exactly one place (cli/main.py) and turns it into one message with a
-hint and the exit code below. Anything else is a bug: its traceback goes to a log file, not the screen.
+The CLI catches DeployctlError in exactly one place (cli/common.run, around every command) and turns it into
+one message with a hint and the exit code below. Anything else is a bug: its traceback goes to a log file,
+not the screen. Usage errors found while parsing the command line are Click's, reported by cli/main.main.
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ class DatabaseError(DeployctlError):
 
 class LocalCloudError(DeployctlError):
     code = "local-cloud"
+
+
+class StateDirError(LocalCloudError):
+    """The state directory (DEPLOYCTL_STATE_DIR, or .deployctl/<env>) cannot be used: fix the setting."""
+
+    exit_code = ExitCode.USAGE
+    code = "state-dir"
 
 
 class Interrupted(DeployctlError):

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 import typer
 
 from deployctl.cli.common import execute
+
+# deployctl.dsn.DRIVERS, written out so that --help lists them without importing dsn
+Driver = Literal["pg8000", "psycopg", "asyncpg"]
 
 app = typer.Typer(help="Secret Manager, with values masked unless --reveal.", no_args_is_help=True)
 
@@ -45,7 +49,8 @@ def set_(ctx: typer.Context, secret: str = typer.Argument(..., help="Secret id (
 
 def dsn(ctx: typer.Context,
         services: list[str] = typer.Argument(None, help="Services (default: every one with a database)."),
-        driver: str = typer.Option(None, "--driver", help="pg8000 | psycopg | asyncpg (default: the config's)."),
+        driver: Driver = typer.Option(None, "--driver",
+                                      help="The driver to build for (default: the service's, from the config)."),
         reveal: bool = typer.Option(False, "--reveal", help="Print the connection string with its password."),
         write_secret: bool = typer.Option(False, "--write-secret",
                                           help="Store it as a new version of the service's url_secret.")) -> None:

@@ -136,6 +136,64 @@ def test_usage_error_is_exit_2():
     assert run.code == 2 and "Traceback" not in run.output
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--json", "config", "no-such-command"], "No such command 'no-such-command'"),
+    (["--json", "secrets", "get"], "Missing argument"),
+    (["secrets", "get", "--json"], "Missing argument"),
+    (["--json", "secrets"], "deployctl secrets: a command is needed"),
+    (["--json", "dsn", "--driver", "mysql"], "--driver"),
+    (["--json", "--timeout", "soon", "config", "validate"], "--timeout"),
+    (["--json", "--env", "", "config", "validate"], "must not be empty"),
+])
+def test_usage_errors_with_json_are_an_envelope_on_stdout(argv, message):
+    """C7: with --json, stdout holds the error envelope alone, even for Click's own usage errors."""
+    run = Cli(Path("/nonexistent-state"))(*argv)
+    assert run.code == 2, run.output
+    doc = json.loads(run.stdout)
+    assert doc["ok"] is False and doc["errors"][0]["code"] == "usage" and doc["errors"][0]["hint"]
+    assert message in doc["errors"][0]["message"] and "Traceback" not in run.output
+
+
+def test_an_empty_env_is_a_usage_error():
+    """C8: --env "" silently meant local."""
+    run = Cli(Path("/nonexistent-state"))("--env", "", "config", "validate")
+    assert run.code == 2 and "must not be empty" in run.stderr
+
+
+def test_a_state_dir_that_is_a_file_is_a_usage_error(tmp_path):
+    """C9: it was 'unexpected error (a bug)' with a crash log."""
+    state = tmp_path / "state-file"
+    state.write_text("x")
+    run = Cli(state)("secrets", "list")
+    assert run.code == 2, run.output
+    assert f"the state directory {state} is not a directory" in run.stderr and "DEPLOYCTL_STATE_DIR" in run.stderr
+    assert "bug" not in run.output
+
+
+def test_global_options_after_the_command_work(tmp_path):
+    run = Cli(Path("/nonexistent-state"))("config", "show", "--env", "dev", "--json", "-vv")
+    assert run.code == 0, run.output
+    assert json.loads(run.stdout)["data"]["environment"] == "dev"
+
+
+@pytest.mark.parametrize("argv, hoisted", [
+    (["status", "--json"], ["--json", "status"]),
+    (["deploy", "--all", "--yes"], ["--yes", "deploy", "--all"]),
+    (["--env", "dev", "status", "-vv", "--timeout", "5"], ["-vv", "--timeout", "5", "--env", "dev", "status"]),
+    (["secrets", "get", "x", "--version", "3", "--json"], ["--json", "secrets", "get", "x", "--version", "3"]),
+    (["deploy", "--image", "--json"], ["deploy", "--image", "--json"]),  # the value of --image stays
+    (["deploy", "fiat-gateway", "--", "--yes"], ["deploy", "fiat-gateway", "--", "--yes"]),
+    (["migrate", "status", "--env=dev"], ["--env=dev", "migrate", "status"]),
+    (["--json", "status"], ["--json", "status"]),
+])
+def test_which_global_options_are_moved_to_the_front(argv, hoisted):
+    import typer
+
+    from deployctl.cli.main import app, hoist_global_options
+
+    assert hoist_global_options(typer.main.get_command(app), argv)[0] == hoisted
+
+
 def test_unexpected_error_writes_a_redacted_crash_log(tmp_path, monkeypatch, capsys):
     from deployctl import redact
     from deployctl.cli.common import make_state, run
