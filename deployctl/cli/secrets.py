@@ -43,7 +43,14 @@ def set_(ctx: typer.Context, secret: str = typer.Argument(..., help="Secret id (
          strip_newline: bool = typer.Option(False, "--strip-newline",
                                             help="Drop a trailing newline (as echo or an editor adds one).")) -> None:
     """Add a version; the value comes from stdin or --from-file, never the command line (shell history)."""
-    data = from_file.read_bytes() if from_file else sys.stdin.buffer.read()
+    if from_file:
+        data = from_file.read_bytes()
+    elif sys.stdin.isatty():  # a person typing: ask, without echoing the value (and without its newline)
+        import getpass
+
+        data = getpass.getpass(f"value for {secret} (not shown): ").encode("utf-8", "surrogateescape")
+    else:
+        data = sys.stdin.buffer.read()
     execute(ctx, "secrets:set_value", secret, data, strip_newline, schema="secrets/set")
 
 

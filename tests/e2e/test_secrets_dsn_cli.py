@@ -161,6 +161,51 @@ def test_set_warns_about_a_trailing_newline_and_strips_it_only_when_asked(local_
     assert json.loads(clean.stdout)["data"]["warnings"] == [] and "newline" not in clean.stderr
 
 
+def test_set_on_a_terminal_asks_without_echoing(local_cloud):
+    """C10: on a TTY the value is asked for with echo off (it was read from stdin, echoed as typed)."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "deployctl", "secrets", "set", "e2e-typed"], stdin=slave,
+                            stdout=slave, stderr=slave, env=local_cloud.env, cwd=str(local_cloud.config_dir.parent),
+                            start_new_session=True, preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    os.close(slave)
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float = 60) -> None:
+        nonlocal seen
+        import time
+
+        end = time.monotonic() + timeout
+        while marker not in seen and time.monotonic() < end:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+
+    try:
+        read_until(b"(not shown)")
+        assert b"value for e2e-typed (not shown)" in seen, seen
+        os.write(master, b"typed-secret-value\n")
+        read_until(b"added version")
+        assert proc.wait(timeout=60) == 0, seen
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    assert b"typed-secret-value" not in seen
+    got = json.loads(local_cloud("--json", "secrets", "get", "e2e-typed").stdout)["data"]
+    assert got["length"] == len("typed-secret-value") and got["trailing_newline"] is False
+
+
 def test_reveal_through_a_pipe_copies_the_value_byte_for_byte(local_cloud):
     for value in (b"abcd1234", b"with-newline\n", "unicodé \u00e9e\u0301".encode()):
         assert local_cloud("secrets", "set", "e2e-src", input=value).code == 0
