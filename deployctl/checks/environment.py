@@ -24,12 +24,11 @@ def credentials(f: Facts) -> Outcome:
     """Application Default Credentials present, or the emulator reachable: one cheap call proves either."""
     ctx = f.ctx
     if not ctx.emulated:
-        try:
-            import google.auth
+        from deployctl.cloud.credentials import default_credentials_problem
 
-            _, project = google.auth.default()
-        except Exception as e:  # noqa: BLE001 - DefaultCredentialsError and friends
-            return failed(f"no Google credentials: {type(e).__name__}",
+        problem = default_credentials_problem()
+        if problem:
+            return failed(f"no Google credentials: {problem}",
                           "gcloud auth application-default login (or set GOOGLE_APPLICATION_CREDENTIALS)")
     try:
         f.store.list_secrets()

@@ -248,3 +248,23 @@ def test_confirmation_needed_without_tty_is_exit_2(tmp_path):
     run = cli("local", "down", "--purge")
     assert run.code == 2
     assert "--yes" in run.stderr
+
+
+def test_google_libraries_are_imported_only_inside_cloud():
+    """DESIGN §2 (C13: checks/environment.py imported google.auth itself). The emulator is a server of its
+    own, and runtime.py may import the Cloud SQL connector (connector mode, what a service runs)."""
+    import ast
+
+    allowed = {"cloud", "emulator"}
+    offenders = []
+    for path in (ROOT / "deployctl").rglob("*.py"):
+        rel = path.relative_to(ROOT / "deployctl")
+        if rel.parts[0] in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                if name.split(".")[0] in ("google", "grpc"):
+                    offenders.append(f"{rel}:{node.lineno} {name}")
+    assert [o for o in offenders if not o.startswith("runtime.py:")] == []
