@@ -1,12 +1,19 @@
-"""The CI story: scripts/ci-local-cloud (the local-cloud job of docs/ci.md) annotates a failing step for GitHub."""
+"""The CI story: scripts/ci-local-cloud (the local-cloud job of docs/ci.md) runs green on a fresh local cloud,
+annotates a failing step for GitHub, and runs the same deployctl steps as both workflows in docs/ci.md."""
 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 
+import yaml
+
 from tests.e2e.conftest import ROOT
+
+ACCEPTS_WARNINGS = "|| [ $? -eq 3 ]"
 
 
 def run_script(tmp_path, timeout: float = 120, **env) -> subprocess.CompletedProcess:
@@ -19,12 +26,16 @@ def run_script(tmp_path, timeout: float = 120, **env) -> subprocess.CompletedPro
 
 
 def test_the_local_cloud_job_runs_green(tmp_path):
-    """The whole local-cloud job of docs/ci.md, as CI runs it: validate, deploy, verify (JUnit), doctor."""
+    """The whole local-cloud job of docs/ci.md, as CI runs it on a fresh local cloud: validate, doctor (its
+    warnings, the pending migrations, do not fail the job), migrate, deploy, verify (JUnit)."""
     proc = run_script(tmp_path, timeout=300)
     try:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        for step in ("config validate", "--yes deploy --all", "verify --all --junit-xml", "doctor"):
-            assert f"::group::deployctl {step}" in proc.stdout
+        groups = re.findall(r"^::group::deployctl (.*)$", proc.stdout, re.MULTILINE)
+        assert [g.split(" --junit-xml")[0] for g in groups] == [
+            "local up", "config validate", "doctor", "--yes migrate --all", "--yes deploy --all", "verify --all"], groups
+        doctor = proc.stdout.split("::group::deployctl doctor", 1)[1].split("::endgroup::", 1)[0]
+        assert re.search(r"\b[1-9]\d* warnings?\b", doctor), doctor[-2000:]  # it exited 3, and the job went on
         assert "::error::" not in proc.stderr
         junit = (tmp_path / "verify.xml").read_text()
         assert "<testsuites" in junit and 'failures="0"' in junit
@@ -37,8 +48,8 @@ def test_the_local_cloud_job_runs_green(tmp_path):
 
 def test_a_broken_step_fails_the_job_with_an_error_annotation(tmp_path):
     proc = run_script(tmp_path, DEPLOYCTL_ENV="no-such-env")
-    assert proc.returncode == 2, proc.stdout + proc.stderr  # the config step: bad usage, the job stops there
-    assert "::group::deployctl config validate" in proc.stdout
+    assert proc.returncode == 2, proc.stdout + proc.stderr  # the first step: bad usage, the job stops there
+    assert "::group::deployctl local up" in proc.stdout and "config validate" not in proc.stdout
     annotations = [line for line in proc.stderr.splitlines() if line.startswith("::error::")]
     assert len(annotations) == 1, proc.stderr
     assert "no configuration for environment 'no-such-env'" in annotations[0]
@@ -59,9 +70,45 @@ def test_result_errors_are_annotated_too(tmp_path):
     assert any(line.startswith("::error::paths") for line in proc.stderr.splitlines()), proc.stderr
 
 
+def _deployctl_steps(commands: list[str]) -> list[tuple[str, ...]]:
+    """The deployctl invocations of a job, normalised: no path to the executable, the report path a token."""
+    out = []
+    for command in commands:
+        words = shlex.split(command.split(ACCEPTS_WARNINGS)[0], comments=True)
+        if not words or not words[0].endswith("deployctl") or words[1:2] == ["local"] or words[1:3] == [
+                "--yes", "local"]:
+            continue  # starting and stopping the local cloud: the local job's own steps
+        words = words[1:]
+        if "--junit-xml" in words:
+            words[words.index("--junit-xml") + 1] = "REPORT"
+        out.append(tuple(words))
+    return out
+
+
+def test_both_ci_jobs_run_the_same_deployctl_steps():
+    """docs/ci.md's two workflows (parsed as YAML) and scripts/ci-local-cloud: the same deployctl steps in the
+    same order, and each job's doctor step accepts exit 3 (warnings) and nothing else."""
+    text = (ROOT / "docs" / "ci.md").read_text("utf-8")
+    workflows = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
+    jobs = {wf["name"]: [step["run"] for job in wf["jobs"].values() for step in job["steps"] if "run" in step]
+            for wf in workflows}
+    assert set(jobs) == {"deploy-dev", "local-cloud"}, set(jobs)
+    script = (ROOT / "scripts" / "ci-local-cloud").read_text("utf-8")
+    jobs["scripts/ci-local-cloud"] = [f"deployctl {line[5:]}" for line in script.splitlines()
+                                      if line.startswith("step ")]
+    steps = {name: _deployctl_steps(runs) for name, runs in jobs.items()}
+    expected = [("config", "validate"), ("doctor",), ("--yes", "migrate", "--all"), ("--yes", "deploy", "--all"),
+                ("verify", "--all", "--junit-xml", "REPORT")]
+    for name, found in steps.items():
+        assert found == expected, (name, found)
+        doctor = [r for r in jobs[name] if re.search(r"deployctl doctor\b", r)]
+        assert len(doctor) == 1 and ACCEPTS_WARNINGS in doctor[0], (name, doctor)
+
+
 def test_the_ci_doc_shows_both_jobs_and_completion():
     text = (ROOT / "docs" / "ci.md").read_text("utf-8")
     for needle in ("google-github-actions/auth", "workload_identity_provider", "deployctl doctor",
                    "deployctl migrate", "deployctl deploy", "scripts/ci-local-cloud", "bash scripts/bootstrap",
-                   "deployctl verify --all --junit-xml", "--install-completion", "--show-completion"):
+                   "deployctl verify --all --junit-xml", "--install-completion", "--show-completion",
+                   "fails a step on any non-zero exit, 3 included"):
         assert needle in text, needle
