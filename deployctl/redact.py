@@ -2,7 +2,7 @@
 
 A value is registered in the forms it can take on its way out: raw, percent-encoded (both `quote` flavours),
 `quote_plus`-encoded, base64 (standard and URL-safe, with and without padding), JSON-escaped and repr-escaped,
-and the same without a trailing newline. `redact()` replaces each with MASK, longest first, so a value is
+and the same without a trailing newline and in Unicode's composed and decomposed normal forms (NFC, NFD). `redact()` replaces each with MASK, longest first, so a value is
 never left half-masked.
 """
 
@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+import unicodedata
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
@@ -34,7 +35,10 @@ _fingerprint_key: bytes | None = None  # read or made on the first fingerprint
 
 def _variants(value: str) -> set[str]:
     out: set[str] = set()
-    for v in {value, value.rstrip("\r\n"), value.strip()}:
+    trimmed = {value, value.rstrip("\r\n"), value.strip()}
+    # Unicode normal forms: one password can be written composed or decomposed (SCRAM treats them as one)
+    forms = trimmed | {unicodedata.normalize(nf, v) for v in trimmed for nf in ("NFC", "NFD")}
+    for v in forms:
         if len(v) < MIN_LENGTH:
             continue
         raw = v.encode("utf-8", "surrogateescape")

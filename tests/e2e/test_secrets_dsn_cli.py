@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import unicodedata
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -14,11 +15,14 @@ CANARY = "Cn@ry:/?#%+ ü-ß\u00e9e\u0301"
 
 
 def encodings(value: str) -> list[str]:
-    raw = value.encode()
-    b64 = base64.b64encode(raw).decode()
-    return [value, quote(value, safe=""), quote(value), quote_plus(value), b64, b64.rstrip("="),
-            base64.urlsafe_b64encode(raw).decode(), json.dumps(value)[1:-1], value.replace("%", "%%"),
-            json.dumps(value, ensure_ascii=False)[1:-1]]
+    out = []
+    # the value as given and in both Unicode normal forms (the canary mixes composed and decomposed letters)
+    for v in dict.fromkeys([value, unicodedata.normalize("NFC", value), unicodedata.normalize("NFD", value)]):
+        raw = v.encode()
+        b64, b64u = base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()
+        out += [v, quote(v, safe=""), quote(v), quote_plus(v), b64, b64.rstrip("="), b64u, b64u.rstrip("="),
+                json.dumps(v)[1:-1], v.replace("%", "%%"), json.dumps(v, ensure_ascii=False)[1:-1]]
+    return out
 
 
 def assert_no_canary(text: str, where: str) -> None:
@@ -267,24 +271,36 @@ def canary_cloud(local_cloud):
         assert local_cloud("secrets", "set", secret, input=value).code == 0
 
 
+# (argv, stdin, the exit code it must end with): a command that failed before it read the value proves nothing
 COMMANDS = [
-    ["secrets", "list"], ["secrets", "get", "e2e-canary"], ["secrets", "versions", "e2e-canary"],
-    ["secrets", "get", "fiat-gateway-db-password"], ["dsn"], ["dsn", "fiat-gateway", "--driver", "psycopg"],
-    ["dsn", "fiat-gateway", "--driver", "asyncpg"], ["dsn", "fiat-gateway", "--write-secret"],
-    ["config", "show"], ["local", "ps"],
+    (["secrets", "list"], None, 0), (["secrets", "get", "e2e-canary"], None, 0),
+    (["secrets", "versions", "e2e-canary"], None, 0), (["secrets", "get", "fiat-gateway-db-password"], None, 0),
+    (["secrets", "set", "e2e-canary"], CANARY, 0), (["secrets", "set", "e2e-canary", "--strip-newline"],
+                                                   CANARY + "\n", 0),
+    (["dsn"], None, 0), (["dsn", "fiat-gateway", "--driver", "psycopg"], None, 0),
+    (["dsn", "fiat-gateway", "--driver", "asyncpg"], None, 0), (["dsn", "fiat-gateway", "--write-secret"], None, 0),
+    (["config", "show"], None, 0), (["config", "validate"], None, 0), (["local", "ps"], None, 0),
     # failure paths
-    ["dsn", "no-such-service"], ["secrets", "get", "e2e-canary", "--version", "99"],
-    ["dsn", "api-key-service"],
+    (["dsn", "no-such-service"], None, 2), (["secrets", "get", "e2e-canary", "--version", "99"], None, 1),
+    (["secrets", "get", "e2e-canary", "--version", "abc"], None, 2), (["dsn", "api-key-service"], None, 2),
+    (["secrets", "set", "bad/id"], CANARY, 2), (["secrets", "set", "e2e-canary"], CANARY * 4000, 2),  # > 64 KiB
+    (["dsn", "fiat-gateway", "--driver", "asyncpg", "--write-secret"], None, 2),
 ]
 
 
-# --verbose and the log files are covered by tests/e2e/test_trust_canary.py, across every command.
+# --verbose and the log files are covered by tests/e2e/test_trust_canary.py, across every command. The human
+# mode runs narrow, so that Rich wraps and folds the long values (B3).
 @pytest.mark.parametrize("mode", [[], ["--json"]], ids=["human", "json"])
 def test_canary_never_appears(canary_cloud, mode):
-    for argv in COMMANDS:
-        run = canary_cloud(*mode, *argv)
-        assert "Traceback" not in run.output, (argv, run.output)
-        assert_no_canary(run.output, " ".join(mode + argv))
+    env = {} if mode else {"COLUMNS": "50"}
+    for argv, stdin, code in COMMANDS:
+        run = canary_cloud(*mode, *argv, input=stdin, env=env)
+        where = " ".join(mode + argv)
+        assert run.code == code, (where, run.output)
+        assert "Traceback" not in run.output, (where, run.output)
+        assert_no_canary(run.output, where)
+        if mode:
+            assert json.loads(run.stdout)["ok"] is (code == 0), where
     for log in (canary_cloud.state_dir / "logs").glob("*.log"):
         assert_no_canary(log.read_text(errors="replace"), str(log))
 
