@@ -37,14 +37,10 @@ def serve(ctx: typer.Context,
           host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (keep it loopback)."),
           state_dir: Path = typer.Option(None, "--state-dir", help="Default: the environment's state dir.")) -> None:
     """Run the local cloud in the foreground until Ctrl-C. Point clients at it with DEPLOYCTL_EMULATOR_HOST."""
-    from deployctl.emulator.server import serve as run_server
-
     st = state(ctx)
-    target = state_dir or st.context.state_dir
-    root = st.context.project_root
 
-    def ready(emu) -> None:
-        st.renderer.note(f"local cloud serving: DEPLOYCTL_EMULATOR_HOST={emu.address} "
-                         f"DEPLOYCTL_SQLADMIN_ENDPOINT={emu.rest_address}", "ok")
+    def ready(grpc: str, rest: str) -> None:
+        st.renderer.note(f"local cloud serving: DEPLOYCTL_EMULATOR_HOST={grpc} DEPLOYCTL_SQLADMIN_ENDPOINT={rest}",
+                         "ok")
 
-    run_server(target, host=host, port=port, project_root=root, on_ready=ready)
+    execute(ctx, "local:serve", host, port, state_dir, ready, schema="emulator/serve")

@@ -26,7 +26,7 @@ import grpc
 
 from deployctl.emulator.faults import FaultConfig, FaultInterceptor
 from deployctl.emulator.state import Store
-from deployctl.osutil import atomic_write_text
+from deployctl.osutil import LockHeld, atomic_write_text, hold_lock
 from deployctl.redact import RedactingFilter
 
 log = logging.getLogger("deployctl.emulator")
@@ -35,8 +35,29 @@ log = logging.getLogger("deployctl.emulator")
 COMPONENTS: tuple[str, ...] = ("secretmanager", "sqladmin", "logs", "run")
 
 ENDPOINT_FILE = "emulator.json"
+# Held (flock) for the emulator's whole life: one emulator per state directory. `deployctl local` uses it as the
+# liveness test (the kernel releases it when the emulator dies, also on SIGKILL).
+LOCK_FILE = "emulator.lock"
 
 RestHandler = Callable[[dict, bytes, re.Match], tuple[int, dict]]
+
+
+class StateDirBusy(Exception):
+    """Another emulator (or its maintenance tool) holds this state directory."""
+
+    def __init__(self, state_dir: Path, pid: int) -> None:
+        super().__init__(f"the state directory {state_dir} is in use by another local cloud emulator "
+                         f"(pid {pid or 'unknown'})")
+        self.state_dir = state_dir
+        self.pid = pid
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """The emulator lock of `state_dir` (an fd to keep open), or StateDirBusy naming the holder."""
+    try:
+        return hold_lock(Path(state_dir) / LOCK_FILE, wait=1.0)
+    except LockHeld as e:
+        raise StateDirBusy(Path(state_dir), e.pid) from None
 
 
 class Emulator:
@@ -55,6 +76,7 @@ class Emulator:
         self._rest: ThreadingHTTPServer | None = None
         self.port = 0
         self.rest_port = 0
+        self._lock_fd: int | None = None
 
     @property
     def address(self) -> str:
@@ -71,6 +93,16 @@ class Emulator:
         self.rest_routes.append((method, re.compile(pattern), fn))
 
     def start(self) -> None:
+        # Before anything else: a second emulator on this state dir would end the first one's processes, take
+        # its ports and stop its clusters.
+        self._lock_fd = lock_state_dir(self.state_dir)
+        try:
+            self._start()
+        except BaseException:
+            self.stop(grace=0)
+            raise
+
+    def _start(self) -> None:
         for name in COMPONENTS:
             module = importlib.import_module(f"deployctl.emulator.{name}")
             self._components[name] = module.create(self)
@@ -86,9 +118,10 @@ class Emulator:
         for comp in self._components.values():
             comp.start()
         self._server.start()
-        atomic_write_text(self.state_dir / ENDPOINT_FILE, json.dumps({
-            "pid": os.getpid(), "grpc": self.address, "rest": self.rest_address, "started": time.time(),
-        }))
+        info = {"pid": os.getpid(), "grpc": self.address, "rest": self.rest_address, "started": time.time()}
+        for comp in self._components.values():
+            info.update(getattr(comp, "endpoint_info", dict)())
+        atomic_write_text(self.state_dir / ENDPOINT_FILE, json.dumps(info))
         log.info("emulator serving on %s (REST %s), state in %s", self.address, self.rest_address,
                  self.state_dir)
 
@@ -109,6 +142,9 @@ class Emulator:
                 endpoint.unlink()
         except (OSError, ValueError):
             pass
+        if self._lock_fd is not None:  # last: everything this emulator started has been stopped
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def __enter__(self) -> Emulator:
         self.start()
@@ -184,14 +220,47 @@ def main(argv: list[str] | None = None) -> None:
                         help="end what a crashed emulator left running (processes, clusters), then exit")
     parser.add_argument("--purge", action="store_true",
                         help="delete what the components keep outside the state dir (clusters), then exit")
+    parser.add_argument("--leftovers", action="store_true",
+                        help="print (JSON) what a crashed emulator left running, then exit")
     args = parser.parse_args(argv)
-    if args.cleanup or args.purge:
+    state_dir = Path(args.state_dir).resolve()
+    try:
+        if args.leftovers:
+            print(json.dumps(leftovers(state_dir)))
+        elif args.cleanup or args.purge:
+            maintain(state_dir, "purge" if args.purge else "cleanup")
+        else:
+            _serve_main(args)
+    except StateDirBusy as e:
+        print(f"deployctl emulator: {e}; stop it first (deployctl local down)", file=sys.stderr)
+        sys.exit(2)
+
+
+def maintain(state_dir: Path, hook_name: str) -> None:
+    """Run each component's offline `cleanup` or `purge` hook, holding the state dir as an emulator would."""
+    fd = lock_state_dir(state_dir)
+    try:
+        if hook_name == "cleanup":  # say what is about to be ended
+            print(json.dumps(leftovers(state_dir)), flush=True)
         for name in COMPONENTS:
-            module = importlib.import_module(f"deployctl.emulator.{name}")
-            hook = getattr(module, "purge" if args.purge else "cleanup", None)
+            hook = getattr(importlib.import_module(f"deployctl.emulator.{name}"), hook_name, None)
             if hook:
-                hook(Path(args.state_dir).resolve())
-        return
+                hook(state_dir)
+    finally:
+        os.close(fd)
+
+
+def leftovers(state_dir: Path) -> dict:
+    """What each component left running after a crash, e.g. {"run": [...], "sqladmin": [...]}."""
+    out = {}
+    for name in COMPONENTS:
+        hook = getattr(importlib.import_module(f"deployctl.emulator.{name}"), "leftovers", None)
+        if hook:
+            out[name] = hook(state_dir)
+    return out
+
+
+def _serve_main(args) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())  # the emulator knows every secret; its log must show none

@@ -1,8 +1,10 @@
 """Start, find and stop the emulator process for a state directory.
 
-One emulator per state directory. `up` is idempotent and serialised by a file lock, so two commands that both
-find the local cloud down start it once. The emulator writes `emulator.json` (pid, addresses) when it serves;
-we trust it only if that pid is alive and the gRPC port answers.
+One emulator per state directory: it holds an flock on `emulator.lock` for its whole life (and refuses to start
+when another one holds it). That lock is the liveness test here: the kernel releases it when the emulator dies,
+also on SIGKILL, so a stale `emulator.json` (pid, addresses) never makes us signal an unrelated process that
+reused its pid. `up` is idempotent and serialised by a second lock, so two commands that both find the local
+cloud down start it once.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deployctl.errors import LocalCloudError
-from deployctl.osutil import atomic_write_text, pid_alive
+from deployctl.osutil import lock_holder
 
 ENDPOINT_FILE = "emulator.json"
+LOCK_FILE = "emulator.lock"  # the emulator's own (deployctl.emulator.server.LOCK_FILE)
+STALE = (ENDPOINT_FILE, "emulator.pid")  # emulator.pid: written by older versions
 START_TIMEOUT = 60.0
 
 
@@ -33,6 +37,9 @@ class Endpoint:
     grpc: str
     rest: str
     pid: int
+    started: float = 0.0  # when this emulator started serving: tells one run of it from the next
+    # Instances whose cluster the emulator had to make anew (data lost): ({"instance", "at", "reason"}, ...)
+    recreated: tuple = ()
 
 
 @contextlib.contextmanager
@@ -65,16 +72,38 @@ def _port_open(address: str, timeout: float = 0.5) -> bool:
         return False
 
 
-def find(state_dir: Path) -> Endpoint | None:
-    """The running emulator for this state directory, or None."""
+def holder(state_dir: Path) -> int | None:
+    """The pid of the emulator holding this state directory (0 if it cannot be told), or None."""
+    return lock_holder(state_dir / LOCK_FILE)
+
+
+def _read_endpoint(state_dir: Path) -> Endpoint | None:
     try:
         info = json.loads((state_dir / ENDPOINT_FILE).read_text())
-        endpoint = Endpoint(info["grpc"], info["rest"], int(info["pid"]))
+        return Endpoint(info["grpc"], info["rest"], int(info["pid"]), float(info.get("started") or 0),
+                        tuple(info.get("recreated_instances") or ()))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if pid_alive(endpoint.pid) and _port_open(endpoint.grpc):
-        return endpoint
-    return None
+
+
+def _remove_stale(state_dir: Path) -> None:
+    """Delete what a dead emulator left (its endpoint file), re-checking that nobody holds the lock."""
+    if holder(state_dir) is None:
+        for name in STALE:
+            (state_dir / name).unlink(missing_ok=True)
+
+
+def find(state_dir: Path) -> Endpoint | None:
+    """The running emulator for this state directory, or None."""
+    endpoint = _read_endpoint(state_dir)
+    pid = holder(state_dir)
+    if pid is None:  # nobody serves this state dir: whatever emulator.json says is stale
+        if endpoint is not None:
+            _remove_stale(state_dir)
+        return None
+    if endpoint is None or (pid and endpoint.pid != pid):
+        return None  # starting (it writes emulator.json once it serves)
+    return endpoint if _port_open(endpoint.grpc) else None
 
 
 def start(state_dir: Path, project_root: Path) -> Endpoint:
@@ -82,55 +111,74 @@ def start(state_dir: Path, project_root: Path) -> Endpoint:
     state_dir.mkdir(parents=True, exist_ok=True)
     logs = state_dir / "logs"
     logs.mkdir(exist_ok=True)
-    stale = state_dir / ENDPOINT_FILE
-    stale.unlink(missing_ok=True)
+    other = holder(state_dir)
+    if other is not None:  # one is starting (`deployctl emulator serve`?): use it once it serves
+        return _wait_for(state_dir, other, lambda: None, logs)
+    _remove_stale(state_dir)
     env = dict(os.environ, GRPC_VERBOSITY="ERROR", PYTHONUNBUFFERED="1")
     with open(logs / "emulator.log", "ab") as log:
+        os.fchmod(log.fileno(), 0o600)  # a service may print a secret; the emulator's own log is redacted
         proc = subprocess.Popen(
             [sys.executable, "-m", "deployctl.emulator", "--state-dir", str(state_dir), "--port", "0",
              "--project-root", str(project_root)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env,
             start_new_session=True, cwd=str(project_root))
-    atomic_write_text(state_dir / "emulator.pid", str(proc.pid))  # `down` reads it: never half a pid
+
+    def exited() -> str | None:
+        if proc.poll() is None:
+            return None
+        return f"the local cloud exited while starting (code {proc.returncode}):\n{_tail(logs / 'emulator.log')}"
+
+    try:
+        return _wait_for(state_dir, proc.pid, exited, logs)
+    except LocalCloudError:
+        if proc.poll() is None:
+            proc.kill()
+        raise
+
+
+def _wait_for(state_dir: Path, pid: int, exited, logs: Path) -> Endpoint:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         endpoint = find(state_dir)
-        if endpoint and endpoint.pid == proc.pid:
+        if endpoint and (not pid or endpoint.pid == pid):
             return endpoint
-        if proc.poll() is not None:
-            tail = _tail(logs / "emulator.log")
-            raise LocalCloudError(f"the local cloud exited while starting (code {proc.returncode}):\n{tail}",
-                                  hint=f"see {logs / 'emulator.log'}")
+        problem = exited()
+        if problem:
+            raise LocalCloudError(problem, hint=f"see {logs / 'emulator.log'}")
         time.sleep(0.05)
-    proc.kill()
-    raise LocalCloudError(f"the local cloud did not start within {START_TIMEOUT:.0f} s",
-                          hint=f"see {logs / 'emulator.log'}")
+    raise LocalCloudError(f"the local cloud (pid {pid or 'unknown'}) did not start serving within "
+                          f"{START_TIMEOUT:.0f} s", hint=f"see {logs / 'emulator.log'}; `deployctl local down` "
+                                                          "stops it")
 
 
 def stop(state_dir: Path, timeout: float = 15.0) -> bool:
     """Stop the emulator (it stops its processes and clusters). True if one was running."""
-    pid = _recorded_pid(state_dir)
-    if pid is None or not pid_alive(pid):
+    pid = holder(state_dir)
+    if pid is None:
+        _remove_stale(state_dir)
         return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        time.sleep(0.05)
+    if not pid:
+        raise LocalCloudError(f"{state_dir / LOCK_FILE} is locked, but by which process cannot be told",
+                              hint="find the deployctl emulator process for this state dir and stop it")
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGTERM)
+    if not _released(state_dir, timeout):
+        if holder(state_dir) == pid:  # still the emulator: it holds the lock
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _released(state_dir, 5.0)
+    _remove_stale(state_dir)
     return True
 
 
-def _recorded_pid(state_dir: Path) -> int | None:
-    for source in (state_dir / ENDPOINT_FILE, state_dir / "emulator.pid"):
-        try:
-            text = source.read_text()
-            return int(json.loads(text)["pid"]) if source.suffix == ".json" else int(text)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return None
+def _released(state_dir: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while holder(state_dir) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -140,27 +188,46 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def ensure_running(ctx) -> Endpoint:
-    """The local cloud for ctx's environment, started and provisioned if it is not (any local command)."""
+def ensure_running(ctx, *, compare_config: bool = False) -> Endpoint:
+    """The local cloud for ctx's environment, started and provisioned if it is not (any local command).
+
+    Provisioning is checked again when the emulator restarted since the last check (it may have had to
+    re-create a cluster whose data directory was gone), and, with compare_config (`local up`) or when this
+    command starts the emulator, when the config changed since the last provisioning."""
+    from deployctl.localcloud.provision import is_current, provision_if_needed
+
     state_dir = ctx.state_dir
     endpoint = find(state_dir)
-    if endpoint and (state_dir / "provisioned.json").exists():
+    if endpoint and is_current(ctx.config, state_dir, endpoint, compare_config=compare_config):
         return endpoint
     with exclusive(state_dir):
         endpoint = find(state_dir)
         if endpoint is None:
             ctx.progress("local cloud", f"starting (state in {state_dir})")
             endpoint = start(state_dir, ctx.project_root)
-        from deployctl.localcloud.provision import provision_if_needed
-
-        provision_if_needed(ctx.config, state_dir, endpoint, progress=ctx.progress)
+            compare_config = True
+        provision_if_needed(ctx.config, state_dir, endpoint, progress=ctx.progress, compare_config=compare_config)
     return endpoint
 
 
-def _emulator_tool(state_dir: Path, project_root: Path, flag: str) -> None:
-    """Run the emulator's offline maintenance (--cleanup / --purge) for this state directory."""
-    subprocess.run([sys.executable, "-m", "deployctl.emulator", "--state-dir", str(state_dir), flag],
-                   check=False, capture_output=True, timeout=120, cwd=str(project_root))
+def _emulator_tool(state_dir: Path, project_root: Path, flag: str) -> subprocess.CompletedProcess:
+    """Run the emulator's offline maintenance (--cleanup / --purge / --leftovers) for this state directory."""
+    result = subprocess.run([sys.executable, "-m", "deployctl.emulator", "--state-dir", str(state_dir), flag],
+                            check=False, capture_output=True, text=True, timeout=120, cwd=str(project_root))
+    if result.returncode != 0:
+        detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise LocalCloudError(f"the local cloud's {flag} step failed: {detail}",
+                              hint=f"run `{sys.executable} -m deployctl.emulator --state-dir {state_dir} {flag}` "
+                                   "to see why")
+    return result
+
+
+def leftovers(state_dir: Path, project_root: Path) -> list[dict]:
+    """What a crashed emulator left running (its processes, its PostgreSQL clusters); [] when nothing."""
+    if not (state_dir / "state").is_dir() or holder(state_dir) is not None:
+        return []
+    out = json.loads(_emulator_tool(state_dir, project_root, "--leftovers").stdout or "{}")
+    return [item for items in out.values() for item in items]
 
 
 def down(state_dir: Path, project_root: Path, purge: bool = False) -> dict:
@@ -170,17 +237,20 @@ def down(state_dir: Path, project_root: Path, purge: bool = False) -> dict:
     state: the emulator's --cleanup ends them.
     """
     with exclusive(state_dir):
-        was_running = find(state_dir) is not None
-        stop(state_dir)
+        was_running = stop(state_dir)
+        ended: list[dict] = []
         if (state_dir / "state").is_dir():
-            _emulator_tool(state_dir, project_root, "--cleanup")
+            out = _emulator_tool(state_dir, project_root, "--cleanup").stdout.strip().splitlines()
+            with contextlib.suppress(ValueError, IndexError):
+                ended = [item for items in json.loads(out[0]).values() for item in items]
         if purge:
             _emulator_tool(state_dir, project_root, "--purge")
-            for name in ("state", "logs", "sqladmin", "ca", ENDPOINT_FILE, "emulator.pid", "provisioned.json",
-                         "terraform.tfstate", "faults.json"):
+            for name in ("state", "logs", "sqladmin", "ca", *STALE, "provisioned.json", "terraform.tfstate",
+                         "faults.json"):
                 target = state_dir / name
                 if target.is_dir():
                     shutil.rmtree(target, ignore_errors=True)
                 else:
                     target.unlink(missing_ok=True)
-    return {"was_running": was_running, "purged": purge}
+    # What a killed emulator had left running (none after a clean stop: it ends its own)
+    return {"was_running": was_running, "purged": purge, "ended": ended}

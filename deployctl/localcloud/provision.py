@@ -2,8 +2,9 @@
 databases, users with generated passwords stored in Secret Manager, the services' connection-string and
 other secrets, and a Terraform-style state file recording it all.
 
-It runs when the config changed since the last time (a digest in provisioned.json), never on every command:
-a secret or user changed by hand stays changed, so that `doctor` can find it.
+It runs when the config changed since the last time (a digest in provisioned.json), or when the emulator had
+to re-create an instance whose data was lost, never on every command: a secret or user changed by hand stays
+changed, so that `doctor` can find it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from deployctl import dsn as dsn_mod
 from deployctl import interrupt, redact, terraform
 from deployctl.config import Config
-from deployctl.errors import AlreadyExists, CloudError, NotFound
+from deployctl.errors import AlreadyExists, CloudError, LocalCloudError, NotFound
 from deployctl.osutil import atomic_write_text
 
 MARKER = "provisioned.json"
@@ -42,17 +43,44 @@ def digest(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def provision_if_needed(cfg: Config, state_dir: Path, endpoint, progress: Callable = lambda *a, **k: None,
-                        force: bool = False) -> bool:
-    marker = state_dir / MARKER
-    want = digest(cfg)
+def _marker(state_dir: Path) -> dict:
     try:
-        if not force and json.loads(marker.read_text()).get("digest") == want:
-            return False
+        data = json.loads((state_dir / MARKER).read_text())
+        return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
-        pass
+        return {}
+
+
+def is_current(cfg: Config, state_dir: Path, endpoint, *, compare_config: bool) -> bool:
+    """Cheap (no RPC): provisioning was checked against this very run of the emulator (and, with
+    compare_config, for this config)."""
+    marker = _marker(state_dir)
+    return (bool(marker) and marker.get("emulator_started") == endpoint.started
+            and (not compare_config or marker.get("digest") == digest(cfg)))
+
+
+def provision_if_needed(cfg: Config, state_dir: Path, endpoint, progress: Callable = lambda *a, **k: None, *,
+                        compare_config: bool = True, force: bool = False) -> bool:
+    """Provision when the config changed since the last time (with compare_config: `local up`, or a command
+    that had to start the local cloud) or when the emulator had to re-create an instance whose data was lost."""
+    marker = _marker(state_dir)
+    want = digest(cfg)
+    handled = marker.get("recreated") or {}
+    ours = {f"{cfg.environment.project}:{inst.name}" for inst in cfg.instances.values()}
+    lost = [r for r in endpoint.recreated if r.get("instance") in ours and handled.get(r["instance"]) != r.get("at")]
+    changed = marker.get("digest") != want and (compare_config or not marker)
+    new_marker = {"digest": want if changed or force or lost else marker.get("digest"),
+                  "emulator_started": endpoint.started,
+                  "recreated": {r["instance"]: r.get("at") for r in endpoint.recreated}}
+    if not (force or changed or lost):
+        if marker != new_marker:
+            atomic_write_text(state_dir / MARKER, json.dumps(new_marker))
+        return False
+    for r in lost:
+        progress("local cloud", f"Cloud SQL instance {r['instance']} lost its data ({r.get('reason')}) and was "
+                                "re-created empty: provisioning its databases, users and secrets again", "warn")
     provision(cfg, state_dir, endpoint, progress)
-    atomic_write_text(marker, json.dumps({"digest": want}))
+    atomic_write_text(state_dir / MARKER, json.dumps(new_marker))
     return True
 
 
@@ -74,10 +102,12 @@ def provision(cfg: Config, state_dir: Path, endpoint, progress: Callable) -> Non
             except NotFound:
                 progress("local cloud", f"creating Cloud SQL instance {inst.name} (PostgreSQL 15)")
                 try:
-                    admin.insert_instance(inst.name, cfg.environment.region)
-                except AlreadyExists:  # an interrupted `local up` started creating it: wait for that one
-                    _wait_for_instance(admin, inst.name)
-                live = admin.get_instance(inst.name)
+                    live = admin.insert_instance(inst.name, cfg.environment.region)
+                except AlreadyExists:  # someone else is creating it: wait for that one
+                    live = admin.get_instance(inst.name)
+            if live.state == "PENDING_CREATE":
+                progress("local cloud", f"waiting for Cloud SQL instance {inst.name} to be created")
+                live = _wait_for_instance(admin, inst.name, state_dir)
             ips[key] = live.private_ip
             tf["instances"].append({"key": key, "name": inst.name, "connection_name": inst.connection_name,
                                     "private_ip": live.private_ip})
@@ -96,16 +126,19 @@ def provision(cfg: Config, state_dir: Path, endpoint, progress: Callable) -> Non
     terraform.write_state(path, terraform.render_state(project=project, **tf))
 
 
-def _wait_for_instance(admin, name: str, timeout: float = 60.0) -> None:
+def _wait_for_instance(admin, name: str, state_dir: Path, timeout: float = 120.0):
+    """The instance once it is RUNNABLE (or FAILED: provisioning then says why); bounded."""
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            admin.get_instance(name)
-            return
-        except NotFound:
-            if time.monotonic() > deadline:
-                raise
-            interrupt.sleep(0.2)
+        live = admin.get_instance(name)  # NotFound: its creation failed, and the error says so
+        if live.state != "PENDING_CREATE":
+            return live
+        if time.monotonic() > deadline:
+            raise LocalCloudError(
+                f"Cloud SQL instance {name} is still being created after {timeout:.0f} s",
+                hint=f"see {state_dir / 'logs' / 'emulator.log'}; `deployctl local down` then `deployctl local up` "
+                     "creates it again")
+        interrupt.sleep(0.2)
 
 
 def _latest(store, secret_id: str):
@@ -127,7 +160,8 @@ def _provision_database(cfg, sname, svc, admin, store, ips, tf, progress) -> Non
         admin.insert_database(inst.name, db.name)
     secret = _latest(store, db.password_secret)
     user = admin.get_user(inst.name, db.user)
-    if user is None or secret is None:
+    new_password = secret is None
+    if new_password:
         password = generate_password()
         redact.register(password)
         if user is None:
@@ -139,11 +173,14 @@ def _provision_database(cfg, sname, svc, admin, store, ips, tf, progress) -> Non
         version = store.add_version(db.password_secret, password).number
     else:
         password, version = secret.text, secret.version
+        if user is None:  # as Terraform would: the user again, with the password its state (the secret) holds
+            progress("local cloud", f"creating user {db.user} (password from secret {db.password_secret})")
+            admin.insert_user(inst.name, db.user, password)
     tf["databases"].append({"key": db.name, "instance": inst.name, "name": db.name})
     tf["users"].append({"key": db.user, "instance": inst.name, "name": db.user, "password": password})
     tf["secret_versions"].append({"key": db.password_secret.replace("-", "_"), "secret": db.password_secret,
                                   "version": version, "data": password})
-    if db.url_secret and not _latest(store, db.url_secret):
+    if db.url_secret and (new_password or not _latest(store, db.url_secret)):  # never a stale password
         url = dsn_mod.build(driver=db.driver, user=db.user, password=password, database=db.name,
                             host=ips[db.instance], port=inst.port, sslmode=inst.ssl).url
         progress("local cloud", f"storing {sname}'s connection string in secret {db.url_secret}")

@@ -69,14 +69,29 @@ def _up_ps_kill9_down(cli: Cli) -> None:
     assert ps["running"] and [s["name"] for s in ps["services"]] == ["api-key-service"]
     assert ps["instances"][0]["state"] == "RUNNABLE"
 
+    # One emulator per state dir: a second one refuses, naming the first, and changes nothing.
+    second = cli("emulator", "serve")
+    assert second.code == 2 and f"in use by another local cloud emulator (pid {first['pid']})" in second.stderr
+    assert json.loads(cli("--json", "local", "ps").stdout)["data"]["pid"] == first["pid"]
+
     started = descendants(first["pid"]) | postmasters(cli.state_dir)
     assert len(started) >= 2, "expected PostgreSQL and the service's process"
     os.kill(first["pid"], signal.SIGKILL)
     time.sleep(0.5)
     assert any(alive(p) for p in started), "the children outlive a SIGKILLed emulator (orphans)"
 
+    # `local ps` says what the killed emulator left running, and how to end it.
+    left = cli("--json", "local", "ps")
+    doc = json.loads(left.stdout)["data"]
+    assert doc["running"] is False
+    assert {i["kind"] for i in doc["leftovers"]} >= {"revision", "postgres"}
+    assert {i["pid"] for i in doc["leftovers"]} <= started | {i["pid"] for i in doc["leftovers"]}
+    human = cli("local", "ps")
+    assert "left" in human.output and "deployctl local down" in human.output, human.output
+
     down = cli("local", "down")
     assert down.code == 0, down.output
+    assert "ended what a crashed emulator had left running" in down.output
     deadline = time.monotonic() + 10
     while any(alive(p) for p in started) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -96,3 +111,109 @@ def _up_ps_kill9_down(cli: Cli) -> None:
     assert not (cli.state_dir / "state").exists()
     gone = cli("--json", "local", "ps")
     assert json.loads(gone.stdout)["data"]["running"] is False
+
+
+def test_a_stale_endpoint_file_never_signals_an_unrelated_process(tmp_path):
+    """emulator.json naming a live pid that is not an emulator (a crash, then pid reuse): nothing is signalled."""
+    import subprocess
+
+    cli = Cli(tmp_path / "state")
+    cli.state_dir.mkdir(parents=True)
+    bystander = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        (cli.state_dir / "emulator.json").write_text(json.dumps(
+            {"pid": bystander.pid, "grpc": "127.0.0.1:1", "rest": "http://127.0.0.1:1", "started": 1.0}))
+        ps = cli("--json", "local", "ps")
+        assert json.loads(ps.stdout)["data"]["running"] is False
+        down = cli("local", "down")
+        assert down.code == 0 and "was not running" in down.output, down.output
+        time.sleep(0.3)
+        assert bystander.poll() is None, "an unrelated process was signalled"
+        assert not (cli.state_dir / "emulator.json").exists()  # the stale file is gone
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_lost_cluster_and_changed_config_are_provisioned_again(tmp_path):
+    cli = Cli(tmp_path / "state")
+    try:
+        _lost_cluster_then_new_service(cli, tmp_path)
+    finally:
+        cli("--yes", "local", "down", "--purge")
+
+
+def _databases_and_login(cli: Cli, database: str, password_secret: str, user: str) -> list[str]:
+    """The instance's databases, after checking that `user` logs in to `database` with the password in
+    `password_secret` (what a service would do)."""
+    import ssl
+
+    import pg8000.native
+
+    from deployctl.cloud.clients import Clients
+    from deployctl.cloud.secrets import SecretStore
+    from deployctl.cloud.sqladmin import SqlAdmin
+    from deployctl.localcloud.lifecycle import find
+
+    ep = find(cli.state_dir)
+    clients = Clients(emulator_host=ep.grpc, sqladmin_endpoint=ep.rest)
+    try:
+        admin = SqlAdmin(clients, "deployctl-local")
+        inst = admin.get_instance("core-pg")
+        password = SecretStore(clients, "deployctl-local").access(password_secret, "latest").text
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        conn = pg8000.native.Connection(user, host=inst.private_ip, password=password, database=database,
+                                        ssl_context=ctx, timeout=10)
+        conn.close()
+        return admin.list_databases("core-pg")
+    finally:
+        clients.close()
+
+
+def _lost_cluster_then_new_service(cli: Cli, tmp_path: Path) -> None:
+    assert (up := cli("local", "up")).code == 0, up.output
+    assert cli("local", "down").code == 0
+    [record] = json.loads((cli.state_dir / "state" / "sql_instances.json").read_text()).values()
+    import shutil
+
+    shutil.rmtree(record["data_dir"])  # a reboot, a tmp cleaner
+
+    again = cli("local", "up")
+    assert again.code == 0, again.output
+    assert "lost its data" in again.stderr and "provisioning its databases, users and secrets again" in again.stderr
+    dbs = _databases_and_login(cli, "fiat_gateway", "fiat-gateway-db-password", "fiat_gateway_user")
+    assert {"fiat_gateway", "cross_chain"} <= set(dbs)
+    url = cli("--json", "dsn", "cross-chain-integration", "--reveal")
+    assert url.code == 0, url.output  # the URL secret agrees with the new cluster
+    tfstate = (cli.state_dir / "terraform.tfstate").read_text()
+    assert "fiat_gateway_user" in tfstate
+    quiet = cli("local", "up")
+    assert quiet.code == 0 and "lost its data" not in quiet.stderr  # handled once
+
+    # A service added to the config while the local cloud runs: `local up` provisions what it needs.
+    config_dir = tmp_path / "configs"
+    config_dir.mkdir()
+    text = (cli.config_dir / "local.toml").read_text() + """
+[services.new-db-service]
+image = "local/new:dev"
+command = ["python", "-m", "services.api_key_service"]
+health = ["/health"]
+
+[services.new-db-service.database]
+instance = "core"
+name = "new_db"
+user = "new_db_user"
+password_secret = "new-db-password"
+url_secret = "new-database-url"
+"""
+    (config_dir / "local.toml").write_text(text)
+    changed = Cli(cli.state_dir, config_dir=config_dir)
+    grown = changed("local", "up")
+    assert grown.code == 0, grown.output
+    assert "creating database new_db" in grown.stderr
+    assert "new_db" in _databases_and_login(changed, "new_db", "new-db-password", "new_db_user")
+    listed = changed("--json", "secrets", "list")
+    rows = {r["id"]: r for r in json.loads(listed.stdout)["data"]["secrets"]}
+    assert "new-db-password" in rows and "new-database-url" in rows
+    assert "new_db_user" in (cli.state_dir / "terraform.tfstate").read_text()
