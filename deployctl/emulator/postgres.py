@@ -3,18 +3,22 @@ over SSL (`hostssl`), a self-signed server certificate. The emulator and the tes
 
 Running as root: initdb and postgres refuse uid 0, so they run as the `postgres` OS user (runuser) with the
 data directory owned by it (0700) and the key 0600. Such a data directory must be reachable by that user,
-so clusters live under a short, traversable base directory (`cluster_base`), never under a 0700 temp dir.
+so clusters live under a short, traversable base directory (`cluster_base`), never under a 0700 temp dir
+(nor under the project's state dir, whose parents the postgres user may not be able to traverse).
 Administration goes over the cluster's unix socket with the superuser's password.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import glob
 import hashlib
 import os
 import pwd
 import shutil
+import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -47,14 +51,44 @@ def _as_root() -> bool:
     return os.geteuid() == 0
 
 
-def cluster_base(key: str) -> Path:
-    """A traversable directory for the clusters belonging to `key` (e.g. an emulator's state directory)."""
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    base = Path(tempfile.gettempdir()) / f"deployctl-pg-{os.geteuid()}" / digest
-    base.mkdir(parents=True, exist_ok=True)
+# /var/tmp, not /tmp: a cluster is the local cloud's data and must last as long as its state, which lives in
+# the project. /tmp is emptied at boot (often a tmpfs) and by tmp cleaners; /var/tmp survives reboots (FHS).
+# Both are world-traversable, which the postgres OS user needs when we run as root.
+CLUSTER_ROOT = Path("/var/tmp") if os.path.isdir("/var/tmp") else Path(tempfile.gettempdir())
+
+
+class UnsafeClusterBase(RuntimeError):
+    pass
+
+
+def _checked_dir(path: Path, mode: int) -> None:
+    """Create `path` (ours, `mode`) or check that the one there is ours and only ours to write: it sits in a
+    world-writable directory, where another user could have made it first (then root would run initdb and
+    rmtree inside a directory that user controls)."""
+    try:
+        path.mkdir(mode=mode)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise UnsafeClusterBase(
+            f"{path} is not a directory owned by uid {os.geteuid()} and writable only by it (owner uid "
+            f"{st.st_uid}, mode {stat.filemode(st.st_mode)}); refusing to keep PostgreSQL clusters there. "
+            "Remove it, then retry.")
     if _as_root():
-        for p in (base.parent, base):
-            p.chmod(0o755)
+        path.chmod(0o755)  # the postgres user must traverse it
+
+
+def cluster_base_path(key: str) -> Path:
+    """Where the clusters belonging to `key` (e.g. an emulator's state directory) live; nothing is created."""
+    return CLUSTER_ROOT / f"deployctl-pg-{os.geteuid()}" / hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def cluster_base(key: str) -> Path:
+    """A traversable directory for the clusters belonging to `key`, created (and checked) if need be."""
+    base = cluster_base_path(key)
+    for path in (base.parent, base):
+        _checked_dir(path, 0o755 if _as_root() else 0o700)
     return base
 
 
@@ -187,6 +221,22 @@ class Cluster:
         self.stop("immediate")
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self.log_file.unlink(missing_ok=True)
+
+    def end_strays(self, grace: float = 5.0) -> list[int]:
+        """Kill what still works in this data directory without a postmaster.pid we can stop (an initdb or a
+        server whose creator was SIGKILLed mid-way): any process naming the data directory in its command line."""
+        from deployctl.osutil import cmdline, pid_alive, processes
+
+        target = str(self.data_dir)
+        found = [pid for pid in processes() if target in cmdline(pid)]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in found:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + grace
+            while any(pid_alive(p) for p in found) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return found
 
     def postmaster_pid(self) -> int | None:
         try:

@@ -9,6 +9,7 @@ Every operation finishes before the call returns, so the Operation is already DO
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -21,9 +22,17 @@ import grpc
 from deployctl import redact
 from deployctl.emulator import certs, connector
 from deployctl.emulator.netaddr import allocate_private_ip
-from deployctl.emulator.postgres import CLOUDSQL_SUPERUSER, PG_USER, Cluster, cluster_base, quote_ident
+from deployctl.emulator.postgres import (
+    CLOUDSQL_SUPERUSER,
+    PG_USER,
+    Cluster,
+    UnsafeClusterBase,
+    cluster_base,
+    cluster_base_path,
+    quote_ident,
+)
 from deployctl.emulator.rpc import Method, RpcError, already_exists, failed_precondition, invalid, service
-from deployctl.osutil import pid_alive
+from deployctl.osutil import cmdline, pid_alive
 
 log = logging.getLogger("deployctl.emulator.sqladmin")
 
@@ -45,7 +54,6 @@ class SqlAdminEmulator:
         self.emulator = emulator
         self.store = emulator.store
         self.ca = certs.load_or_make_ca(emulator.state_dir / "ca")
-        self.base = cluster_base(str(emulator.state_dir))
         self.forwarder: connector.TlsForwarder | None = None
         self._lock = threading.RLock()  # serialises instance create/delete
         connector.install_rest_routes(emulator, self.record, self.ca)
@@ -56,13 +64,17 @@ class SqlAdminEmulator:
         return f"{project}/{name}"
 
     def record(self, project: str, name: str) -> dict | None:
+        """A RUNNABLE instance's record (what the connector may connect to), else None."""
         rec = self.store.get(COLLECTION, self._key(project, name))
         return rec if rec and rec.get("state") == "RUNNABLE" else None
 
-    def _require(self, project: str, name: str) -> dict:
-        rec = self.record(project, name)
+    def _require(self, project: str, name: str, *, pending_ok: bool = False) -> dict:
+        rec = self.store.get(COLLECTION, self._key(project, name))
         if rec is None:
             raise _not_found(f"The Cloud SQL instance {project}:{name} does not exist.")
+        if rec.get("state") != "RUNNABLE" and not pending_ok:
+            raise failed_precondition(f"Invalid request since instance {name} is being created (state "
+                                      f"{rec.get('state')}); retry once it is RUNNABLE.")
         return rec
 
     @staticmethod
@@ -95,6 +107,21 @@ class SqlAdminEmulator:
         self._forwarder().add(rec["ip"], cluster.socket_dir / f".s.PGSQL.{cluster.port}",
                               f"{rec['project']}:{rec['name']}")
 
+    def _create(self, rec: dict) -> None:
+        """Make the instance's cluster from nothing and mark it RUNNABLE; on failure leave no trace of it."""
+        key = self._key(rec["project"], rec["name"])
+        cluster = self._cluster(rec)
+        try:
+            cluster.end_strays()  # an initdb a SIGKILLed emulator had started may still be writing there
+            cluster.destroy()
+            self._bring_up(rec)
+        except Exception:
+            cluster.destroy()
+            self.store.delete(COLLECTION, key)
+            raise
+        rec["state"] = "RUNNABLE"
+        self.store.put(COLLECTION, key, rec)
+
     def _forwarder(self) -> connector.TlsForwarder:
         if self.forwarder is None:
             self.forwarder = connector.TlsForwarder(self.ca, self.emulator.state_dir / "sqladmin")
@@ -102,13 +129,34 @@ class SqlAdminEmulator:
 
     # --- component interface -------------------------------------------------------------------------
     def start(self) -> None:
-        for rec in self.store.list(COLLECTION):
-            if rec.get("state") != "RUNNABLE":
-                continue  # a create that never finished: nothing to restart
-            try:
-                self._bring_up(rec)
-            except Exception:
-                log.exception("sqladmin: could not restart instance %s", rec["name"])
+        with self._lock:
+            for rec in self.store.list(COLLECTION):
+                try:
+                    self._restart(rec)
+                except Exception:
+                    log.exception("sqladmin: could not restart instance %s", rec["name"])
+
+    def _restart(self, rec: dict) -> None:
+        if rec.get("state") == "PENDING_CREATE":
+            # The emulator died while creating it: whatever is in its data directory is half made.
+            log.warning("sqladmin: instance %s was still being created when the emulator stopped; creating it "
+                        "again", rec["name"])
+            self._create(rec)
+            return
+        if not self._cluster(rec).initialised:
+            # Its data directory is gone (a reboot, a tmp cleaner). Bring up an empty cluster, and say so where
+            # `deployctl local up` looks (recreated_instances), so that it provisions the instance again.
+            reason = f"its data directory {rec['data_dir']} was missing"
+            log.warning("sqladmin: instance %s: %s; it starts again with an empty cluster", rec["name"], reason)
+            rec["recreated"] = {"at": _now(), "reason": reason}
+            self.store.put(COLLECTION, self._key(rec["project"], rec["name"]), rec)
+        self._bring_up(rec)
+
+    def endpoint_info(self) -> dict:
+        """For emulator.json: the instances whose cluster had to be made anew (their data was lost), with when
+        and why, so that `deployctl local up` provisions them again."""
+        return {"recreated_instances": [{"instance": f"{r['project']}:{r['name']}", **r["recreated"]}
+                                        for r in self.store.list(COLLECTION) if r.get("recreated")]}
 
     def stop(self) -> None:
         if self.forwarder is not None:
@@ -159,9 +207,11 @@ class SqlAdminEmulator:
     def _instance_message(self, rec: dict):
         from google.cloud.sqladmin_v1 import types as t
 
-        cluster = self._cluster(rec)
-        pid = cluster.postmaster_pid()
-        state = "RUNNABLE" if pid and pid_alive(pid) else "FAILED"  # killed by hand: report it, as a doctor needs
+        if rec.get("state") == "PENDING_CREATE":
+            state = "PENDING_CREATE"
+        else:
+            pid = self._cluster(rec).postmaster_pid()
+            state = "RUNNABLE" if pid and pid_alive(pid) else "FAILED"  # killed by hand: report it (doctor)
         project, name, region = rec["project"], rec["name"], rec["region"]
         ca_cert = t.SslCert(kind="sql#sslCert", cert=self.ca.cert_pem.decode(), instance=name,
                             common_name="deployctl local CA")
@@ -184,12 +234,13 @@ class SqlAdminEmulator:
 
     # --- instances -----------------------------------------------------------------------------------
     def get_instance(self, req):
-        return self._instance_message(self._require(req.project, req.instance))
+        # While it is being created, Cloud SQL answers with state PENDING_CREATE, not NOT_FOUND.
+        return self._instance_message(self._require(req.project, req.instance, pending_ok=True))
 
     def list_instances(self, req):
         from google.cloud.sqladmin_v1 import types as t
 
-        recs = [r for r in self.store.list(COLLECTION, f"{req.project}/") if r.get("state") == "RUNNABLE"]
+        recs = self.store.list(COLLECTION, f"{req.project}/")
         return t.InstancesListResponse(kind="sql#instancesList",
                                        items=[self._instance_message(r) for r in recs])
 
@@ -211,25 +262,22 @@ class SqlAdminEmulator:
             password = body.root_password or secrets.token_urlsafe(24)
             redact.register(password)
             suffix = hashlib.sha256(project.encode()).hexdigest()[:6]
+            try:
+                data_dir = cluster_base(str(self.emulator.state_dir)) / f"{body.name}-{suffix}"
+            except UnsafeClusterBase as e:
+                raise failed_precondition(str(e)) from None
             rec = {"project": project, "name": body.name, "region": body.region or "us-central1",
                    "database_version": version, "ip": allocate_private_ip(),
-                   "data_dir": str(self.base / f"{body.name}-{suffix}"), "superuser_password": password,
+                   "data_dir": str(data_dir), "superuser_password": password,
                    "tier": body.settings.tier if body.settings else "", "labels": dict(body.settings.user_labels),
                    "create_time": _now(), "etag": uuid.uuid4().hex, "state": "PENDING_CREATE"}
-            self.store.put(COLLECTION, key, rec)
-            try:
-                self._bring_up(rec)
-            except Exception:
-                self._cluster(rec).destroy()
-                self.store.delete(COLLECTION, key)
-                raise
-            rec["state"] = "RUNNABLE"
-            self.store.put(COLLECTION, key, rec)
+            self.store.put(COLLECTION, key, rec)  # PENDING_CREATE: a restart after a crash finishes it
+            self._create(rec)
         log.info("sqladmin: instance %s:%s running on %s", project, body.name, rec["ip"])
         return self._operation(project, body.name, "CREATE")
 
     def delete_instance(self, req):
-        with self._lock:
+        with self._lock:  # waits for a create in progress
             rec = self._require(req.project, req.instance)
             if self.forwarder is not None:
                 self.forwarder.remove(rec["ip"])
@@ -244,15 +292,16 @@ class SqlAdminEmulator:
         return t.User(kind="sql#user", name=name, host="", instance=rec["name"], project=rec["project"],
                       type_=t.User.SqlUserType.BUILT_IN, etag=hashlib.sha1(name.encode()).hexdigest()[:16])
 
+    # Cloud SQL does not list its own roles (cloudsqlsuperuser, a NOLOGIN group role, and the other cloudsql*
+    # ones) as users; PostgreSQL's predefined pg_* roles are not users either.
+    _NOT_USERS = "rolname !~ '^(pg_|cloudsql)'"
+
     def _roles(self, rec: dict) -> list[str]:
-        # Cloud SQL hides its own system roles; PostgreSQL's predefined pg_* roles are not users either.
-        rows = self._execute(rec, "SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY rolname")
+        rows = self._execute(rec, f"SELECT rolname FROM pg_roles WHERE {self._NOT_USERS} ORDER BY rolname")
         return [r[0] for r in rows]
 
     def _user_exists(self, rec: dict, name: str) -> bool:
-        # PostgreSQL's predefined pg_* roles are not users on Cloud SQL.
-        return not name.startswith("pg_") and bool(
-            self._execute(rec, "SELECT 1 FROM pg_roles WHERE rolname = :n", n=name))
+        return bool(self._execute(rec, f"SELECT 1 FROM pg_roles WHERE rolname = :n AND {self._NOT_USERS}", n=name))
 
     def list_users(self, req):
         from google.cloud.sqladmin_v1 import types as t
@@ -361,6 +410,21 @@ def cleanup(state_dir) -> None:
         SqlAdminEmulator._cluster(rec).stop()
 
 
+def leftovers(state_dir) -> list[dict]:
+    """The clusters a crashed emulator left running."""
+    from pathlib import Path
+
+    from deployctl.emulator.state import Store
+
+    out = []
+    for rec in Store(Path(state_dir) / "state").list(COLLECTION):
+        cluster = SqlAdminEmulator._cluster(rec)
+        pid = cluster.postmaster_pid()
+        if pid and pid_alive(pid) and str(cluster.data_dir) in cmdline(pid):  # not a reused pid
+            out.append({"kind": "postgres", "pid": pid, "instance": rec["name"]})
+    return out
+
+
 def purge(state_dir) -> None:
     """Destroy the clusters of the emulator whose state is in `state_dir` (they live outside it)."""
     import shutil
@@ -370,4 +434,7 @@ def purge(state_dir) -> None:
 
     for rec in Store(Path(state_dir) / "state").list(COLLECTION):
         SqlAdminEmulator._cluster(rec).destroy()
-    shutil.rmtree(cluster_base(str(state_dir)), ignore_errors=True)
+    base = cluster_base_path(str(state_dir))
+    shutil.rmtree(base, ignore_errors=True)
+    with contextlib.suppress(OSError):  # shared by every local cloud of this user: only if now empty
+        base.parent.rmdir()

@@ -145,6 +145,8 @@ def test_users_insert_list_get(admin, instance):
     names = [u.name for u in admin.list_users(instance.name)]
     assert name in names and "postgres" in names
     assert not any(n.startswith("pg_") for n in names)  # predefined roles are not users
+    assert "cloudsqlsuperuser" not in names  # nor is Cloud SQL's own group role
+    assert admin.get_user(instance.name, "cloudsqlsuperuser") is None
     with pytest.raises(errors.AlreadyExists):
         admin.insert_user(instance.name, name, "another-password")
 
@@ -327,3 +329,26 @@ def test_runtime_engine_in_connector_mode(monkeypatch, emulator, instance, app_u
         assert sqlstate_of(exc.value) == "28P01"
     finally:
         engine.dispose()
+
+
+def test_a_cluster_directory_someone_else_controls_is_refused(tmp_path):
+    """The clusters' base sits in a world-writable directory: one made first by another user, or writable by
+    others, must not be used (root would run initdb and rmtree inside it)."""
+    import os
+
+    from deployctl.emulator.postgres import UnsafeClusterBase, _checked_dir
+
+    if os.geteuid() == 0:  # only root can hand a directory to another user
+        theirs = tmp_path / "theirs"
+        theirs.mkdir()
+        os.chown(theirs, 65534, 65534)
+        with pytest.raises(UnsafeClusterBase, match="owned by uid"):
+            _checked_dir(theirs, 0o755)
+    open_to_all = tmp_path / "open"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)
+    with pytest.raises(UnsafeClusterBase, match="Remove it"):
+        _checked_dir(open_to_all, 0o755)
+    mine = tmp_path / "mine"
+    _checked_dir(mine, 0o700)
+    assert mine.is_dir() and mine.stat().st_uid == os.geteuid()
