@@ -4,10 +4,13 @@ and the password from Secret Manager. dsn, migrate, doctor and status all resolv
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
+from deployctl import redact
 from deployctl.context import Context
-from deployctl.errors import ConfigError
+from deployctl.errors import ConfigError, NotFound
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,100 @@ def with_database(ctx: Context, names: list[str] | None) -> list[str]:
     """The named services (or all), keeping those that have a database."""
     chosen = ctx.config.select(names)
     return [n for n in chosen if ctx.config.services[n].database is not None]
+
+
+@dataclass(frozen=True, repr=False)
+class Credential:
+    """The one login migrate uses for its status read, the local runner and the job: the url_secret's latest
+    version when one is configured and stored, else the config's pieces with the password secret's latest."""
+
+    url: str  # the DSN (holds the password)
+    secret: str  # the secret it came from
+    version: int
+    kind: str  # "url" (the stored connection string) | "pieces" (built from the config and password_secret)
+
+    @property
+    def source(self) -> str:
+        return f"{self.secret} v{self.version}"
+
+    def __repr__(self) -> str:
+        return f"Credential({self.kind}, {self.source})"
+
+
+def credential(ctx: Context, service: str, *, on_fallback=None) -> Credential:
+    """Read (and register) the service's credential; a stored connection string is linted first, and one that
+    would misparse or cannot work raises DsnError naming the secret's version and the repair, before any
+    connection is attempted (a raw '@' in it puts password text into the driver's error messages).
+    `on_fallback(message)` hears when a configured url_secret has no version and the pieces are used."""
+    from deployctl.cloud.secrets import SecretStore
+
+    target = resolve(ctx, service, ask_admin=False)
+    store = SecretStore(ctx.clients, ctx.project)
+    if target.url_secret:
+        try:
+            stored = store.access(target.url_secret, config_ref=f"services.{service}.database.url_secret")
+        except NotFound:
+            stored = None
+            if on_fallback:
+                on_fallback(f"{target.url_secret} has no readable version; using the config's pieces and "
+                            f"{target.password_secret}")
+        if stored is not None:
+            text = stored.data.decode("utf-8", "surrogateescape")
+            label = f"{target.url_secret} v{stored.version}"
+            register_url(text)
+            check_stored_url(service, target, text, label)
+            return Credential(text.rstrip("\r\n"), target.url_secret, stored.version, "url")
+    password = store.access(target.password_secret, config_ref=f"services.{service}.database.password_secret")
+    if target.host is None and target.mode == "direct":
+        target = resolve(ctx, service)  # only now is the live IP worth an admin call
+    return Credential(build_dsn(target, password.text).url, target.password_secret, password.version, "pieces")
+
+
+_URL_AUTHORITY = re.compile(r"^[^:/]*://(?P<rest>.*)$", re.S)
+
+
+def register_url(text: str) -> None:
+    """Register a stored connection string and its password in every shape a parser may cut it into.
+
+    A raw '@' or ':' in the password makes parsers disagree about where it ends (SQLAlchemy stops the password
+    at the first '@' and takes the rest as the host), so a driver's error can quote a piece of it as a host
+    name. Besides the whole value and the raw and decoded password, each piece of the password between '@'
+    and ':' is registered, and each piece between any reserved character that is long enough to be
+    unlikely as ordinary text."""
+    redact.register(text)
+    m = _URL_AUTHORITY.match(text.rstrip("\r\n"))
+    if not m or "@" not in m["rest"]:
+        return
+    rest = m["rest"]
+    user, _, password = rest[: rest.rfind("@")].partition(":")
+    if not password:
+        return
+    pieces = {password, unquote(password)}
+    pieces |= set(re.split(r"[@:]", password))
+    pieces |= {p for p in re.split(r"[@:/?#\[\] ]", password) if len(p) >= 6}
+    for piece in pieces - {user}:
+        redact.register(piece)
+
+
+def check_stored_url(service: str, target: DatabaseTarget, text: str, label: str) -> None:
+    """dsn.lint's errors for a stored connection string as one DsnError with the repair. A trailing newline
+    is left to deployctl.runtime (which warns and ignores it) and to doctor's secret check."""
+    from deployctl import dsn
+
+    findings = dsn.lint(text, private_ip=target.host or target.configured_ip, driver_hint=target.driver,
+                        via_runtime=True)
+    errors = [f for f in findings if f.severity == "error" and f.code != "trailing-newline"]
+    if errors:
+        first = errors[0]
+        hint = first.hint.replace("SERVICE", service)
+        title = LINT_TITLES.get(first.code, "malformed")
+        raise dsn.DsnError(f"{label} cannot be used: {title} ({first.code}): {first.message}",
+                           hint=f"{hint} (or deployctl doctor {service} --fix)", code=f"dsn-{first.code}")
+
+
+LINT_TITLES = {"sslmode-disabled": "SSL required", "sslmode-invalid": "unknown sslmode",
+               "unencoded-reserved": "password or user not percent-encoded", "bad-scheme": "not a PostgreSQL URL",
+               "host-mismatch": "not the instance's address"}
 
 
 def database_url(ctx: Context, service: str, *, driver: str | None = None) -> str:

@@ -7,7 +7,11 @@ concurrent runs (a deploy and a hand-run job) serialize instead of racing; the w
 Offline (`--sql`): no credentials at all, literal SQL for review and for squawk.
 
 Environment: DEPLOYCTL_LOCK_WAIT (s, default 120) how long to wait for the advisory lock;
-DEPLOYCTL_LOCK_TIMEOUT (s, default 10) lock_timeout for DDL; DEPLOYCTL_STATEMENT_TIMEOUT (s, default 900).
+DEPLOYCTL_LOCK_TIMEOUT (s, default 10) lock_timeout for DDL; DEPLOYCTL_STATEMENT_TIMEOUT (s, default 900; a
+migration job gets one that ends before its task timeout, deployctl.migration.runner.job_timeouts).
+
+A run ends by saying where the database is (`deployctl-migrate: at <rev>[, <rev>]` or `at base`), which
+deployctl reads from the job's log.
 """
 
 from __future__ import annotations
@@ -55,7 +59,15 @@ def _seconds(name: str, default: float) -> float:
 
 def _say(message: str) -> None:
     # stderr: in a Cloud Run Job it reaches the job's log; on a terminal it stays apart from --sql output.
-    print(f"deployctl-migrate: {message}", file=sys.stderr, flush=True)
+    # An in-process caller (deployctl migrate --runner local) hears it through the config's "say" attribute.
+    line = f"deployctl-migrate: {message}"
+    if _sink is not None:
+        _sink(line)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+_sink = None  # set by run_online from context.config.attributes["say"]
 
 
 HOLDER_SQL = """
@@ -118,6 +130,54 @@ def acquire_lock(connection, service: str, *, wait: float) -> None:
         time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
 
 
+BLOCKERS_SQL = """
+SELECT pid, application_name, usename, state, xact_start
+FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+ORDER BY xact_start LIMIT 3
+"""
+
+
+def report_blockers(connection) -> None:
+    """After a lock_timeout (55P03) inside a migration: the sessions with open transactions, oldest first.
+
+    The migration's own advisory lock is polled, so a 55P03 means DDL waited on application sessions: a
+    table lock, or (CREATE INDEX CONCURRENTLY) any transaction older than the index build."""
+    from sqlalchemy import text
+
+    try:
+        if connection.in_transaction():
+            connection.rollback()
+        rows = connection.execute(text(BLOCKERS_SQL)).mappings().all()
+        connection.commit()
+    except Exception:  # noqa: BLE001 - the migration's own error is what matters; this is a hint
+        return
+    if not rows:
+        _say("blocked by: no other session has a transaction open any more; re-run")
+        return
+    for row in rows:
+        since = row["xact_start"].isoformat(timespec="seconds") if row["xact_start"] else "unknown"
+        _say(f"blocked by: pid {row['pid']}, application_name {row['application_name'] or '(none)'!r}, "
+             f"user {row['usename'] or '?'}, state {row['state'] or '?'}, transaction open since {since}")
+
+
+def drop_index_if_invalid(name: str) -> None:
+    """For a revision's autocommit block, before `CREATE INDEX CONCURRENTLY ... IF NOT EXISTS`: drop an INVALID
+    index of that name, which a failed build leaves behind and IF NOT EXISTS would take for done (a unique index
+    that is never valid enforces nothing). Online only: offline SQL cannot ask the database."""
+    from alembic import op
+    from sqlalchemy import text
+
+    if op.get_context().as_sql:
+        return
+    bind = op.get_bind()
+    invalid = bind.execute(text("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:n)"),
+                           {"n": name}).scalar()
+    if invalid:
+        _say(f"dropping the INVALID index {name} a failed build left behind")
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {bind.dialect.identifier_preparer.quote(name)}")
+
+
 def _application_name(service: str) -> str:
     # What a waiting run shows of this one: which service, and which job execution (or local process).
     who = os.environ.get("CLOUD_RUN_EXECUTION") or f"pid={os.getpid()}"
@@ -171,8 +231,10 @@ def run_online(context, service: str) -> None:
     statement_timeout = _seconds("DEPLOYCTL_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT)
     # An in-process caller (deployctl migrate --runner local) passes the URL in the config's attributes, so it
     # never goes through os.environ; the alembic CLI (a migration job) uses the environment.
+    global _sink
+    _sink = context.config.attributes.get("say")
     url = context.config.attributes.get("database_url") or runtime.database_url_from_env()
-    redact.register(url)
+    _register_url(url)
     with contextlib.suppress(Exception):  # an unparsable URL fails below, with runtime's own message
         redact.register(make_url(url).password)
     # Connecting is bounded by the connect timeout; afterwards pg8000's read timeout is lifted to
@@ -189,9 +251,20 @@ def run_online(context, service: str) -> None:
             try:
                 acquire_lock(connection, service, wait=lock_wait)
                 context.configure(connection=connection, transaction_per_migration=True)
-                with context.begin_transaction():
-                    context.run_migrations()
+                try:
+                    with context.begin_transaction():
+                        context.run_migrations()
+                except Exception as e:
+                    from deployctl.db.sqlstate import sqlstate_of
+
+                    if sqlstate_of(e) == "55P03":
+                        report_blockers(connection)
+                    raise
                 connection.commit()
+                # The last word of a run, parsed by deployctl: where the database is now.
+                heads = context.get_context().get_current_heads()
+                connection.commit()
+                _say(f"at {', '.join(sorted(heads)) or 'base'}")
             except KeyboardInterrupt:
                 # Ctrl-C (deployctl migrate --runner local): drop the session at once instead of waiting on a
                 # rollback; the server rolls back the migration in progress and frees the advisory lock.
@@ -210,6 +283,17 @@ def run_online(context, service: str) -> None:
                         connection.commit()
     finally:
         engine.dispose()
+
+
+def _register_url(url: str) -> None:
+    from deployctl import redact
+
+    try:
+        from deployctl.dbtarget import register_url
+    except ImportError:  # an image with an older deployctl: the whole value at least
+        redact.register(url)
+    else:
+        register_url(url)
 
 
 def run_migrations(service: str) -> None:

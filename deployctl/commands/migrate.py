@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict
 from typing import ClassVar
 
@@ -35,6 +35,9 @@ class RunOut(BaseModel):
     cause: str | None
     hint: str | None
     log_tail: list[str]
+    credential: str | None
+    warning: str | None
+    heads: list[str]
     summary: str
 
 
@@ -44,7 +47,9 @@ class MigrateResult(Result):
     sql: dict[str, str] = {}  # --sql: service -> offline SQL
 
     def exit_code(self) -> ExitCode:
-        return ExitCode.OK if all(r.ok for r in self.runs) else ExitCode.FAILED
+        if not all(r.ok for r in self.runs):
+            return ExitCode.FAILED
+        return ExitCode.DEGRADED if any(r.warning for r in self.runs) else ExitCode.OK
 
     def errors(self) -> list[dict]:
         return [{"code": f"migrate-{r.diagnosis or 'failed'}",
@@ -58,14 +63,20 @@ class MigrateResult(Result):
             style = "ok" if r.ok else "fail"
             items: list[tuple[str, views.CellLike]] = [
                 ("result", views.Cell(r.summary, style)), ("runner", r.runner)]
+            if r.credential:
+                items.append(("login", r.credential))
             if r.execution:
                 items.append(("execution", r.execution))
-            for wait in r.lock_waits:
-                items.append(("waited", views.warn(wait)))
+            for waited in r.lock_waits:
+                items.append(("waited", views.warn(waited)))
+            if r.warning:
+                items.append(("warning", views.warn(r.warning)))
             if not r.ok:
-                items += [("failing revision", r.failing_revision or "unknown"),
-                          ("SQLSTATE", r.sqlstate or "none"), ("cause", r.cause or r.error or "unknown"),
-                          ("next", r.hint or "")]
+                failing = r.failing_revision or ("unknown" if r.applied else "none: no migration had started")
+                items += [("failing revision", failing), ("SQLSTATE", r.sqlstate or "none")]
+                if r.cause and r.cause != r.error:
+                    items.append(("cause", r.cause))
+                items.append(("next", r.hint or ""))
             blocks.append(views.Fields(items, title=r.service))
             if r.log_tail:
                 blocks.append(views.Line(f"  last log lines of {r.execution or 'the run'}:", "dim"))
@@ -79,6 +90,7 @@ def _out(run) -> RunOut:
 
 def run(ctx: Context, services: list[str] | None = None, all_: bool = False, to: str = "head",
         runner: str = "job", sql: bool = False) -> MigrateResult:
+    from deployctl.migration import runner as engine
     from deployctl.migration.tree import with_migrations
 
     if not services and not all_:
@@ -90,21 +102,56 @@ def run(ctx: Context, services: list[str] | None = None, all_: bool = False, to:
                          hint="set migrations in [services.NAME.database]")
     if sql:
         return MigrateResult(sql={n: offline_sql(ctx, n, to) for n in names})
-    from deployctl.migration.runner import migrate
-
-    out = []
-    for name in names:
+    ctx.config, ctx.clients  # noqa: B018 - build once, before the threads use them
+    # Each read waits up to its connect timeout on an unreachable database: read them all at once.
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(names))) as pool:
+        plans = list(pool.map(lambda n: engine.plan(ctx, n, to=to, runner=runner), names))
+    engine.confirm_downgrades(ctx, plans)  # before anything runs, every downgrade is agreed to
+    if runner == "job" and len(plans) > 1:
+        return MigrateResult(runs=_concurrently(ctx, plans))
+    # In-process runs share Alembic's logger (and Ctrl-C lands in this thread): one after the other.
+    out: list[RunOut] = []
+    for p in plans:
         try:
-            result = migrate(ctx, name, to=to, runner=runner)
+            result = engine.execute(ctx, p)
         except KeyboardInterrupt:
-            raise _interrupted(names, out, name, runner) from None
-        ctx.progress(name, result.describe(), "ok" if result.ok else "fail")
+            raise _interrupted(names, out, [p.service], runner) from None
+        ctx.progress(p.service, result.describe(), "ok" if result.ok else "fail")
         out.append(_out(result))
     return MigrateResult(runs=out)
 
 
-def _interrupted(names: list[str], finished: list[RunOut], current: str, runner: str):
-    """Ctrl-C: which services were migrated, which one was cut short and how, which were not started.
+def _concurrently(ctx: Context, plans) -> list[RunOut]:
+    """Job runs of several services at once: different databases, different locks (deploy does the same)."""
+    from deployctl.migration.runner import execute
+
+    def one(p):
+        result = execute(ctx, p)
+        ctx.progress(p.service, result.describe(), "ok" if result.ok else "fail")
+        return _out(result)
+
+    names = [p.service for p in plans]
+    finished: dict[str, RunOut] = {}
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(plans))) as pool:
+        running = {pool.submit(one, p): p.service for p in plans}
+        try:
+            while running:
+                # A timeout keeps this thread, where Ctrl-C lands, returning to Python regularly.
+                done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    finished[running.pop(fut)] = fut.result()
+        except KeyboardInterrupt:
+            from deployctl import interrupt
+
+            interrupt.request()  # each worker cancels its execution at its next wait
+            wait(list(running), timeout=1.2)
+            done_runs = [finished[n] for n in names if n in finished]
+            raise _interrupted(names, done_runs, list(running.values()), "job") from None
+    return [finished[n] for n in names]
+
+
+def _interrupted(names: list[str], finished: list[RunOut], current: list[str], runner: str):
+    """Ctrl-C: which services were migrated, which were cut short and how, which were not started.
 
     Each migration runs in its own transaction (transaction_per_migration), so the one in progress rolls back
     and the ones before it stay applied; the advisory lock ends with the session (local runner: this process's
@@ -114,9 +161,10 @@ def _interrupted(names: list[str], finished: list[RunOut], current: str, runner:
 
     done = [f"{r.service}: {r.summary}" for r in finished]
     where = "its job execution" if runner == "job" else "alembic in this process"
-    not_done = [f"{current}: interrupted in {where}; a migration in progress rolls back, the ones before it "
-                "stay applied (deployctl migrate status shows where it is)"]
-    not_done += [f"{n}: not started" for n in names[names.index(current) + 1:]]
+    not_done = [f"{name}: interrupted in {where}; a migration in progress rolls back, the ones before it "
+                "stay applied (deployctl migrate status shows where it is)" for name in current]
+    seen = {r.service for r in finished} | set(current)
+    not_done += [f"{n}: not started" for n in names if n not in seen]
     return interrupt.Cancelled(done, not_done)
 
 

@@ -144,9 +144,13 @@ def _by_sqlstate(state: str | None, msg: str) -> Diagnosis:
                          "grant the privilege to the service's user")
     if state == "55P03":
         return Diagnosis("lock-timeout", state, "lock timeout",
-                         f"another session held the lock longer than lock_timeout ({msg}); for migrations "
-                         "usually another migration run holding the advisory lock",
-                         "find the holder in pg_stat_activity / pg_locks, wait for it, then retry")
+                         f"another session held a lock longer than lock_timeout ({msg}); in a migration that is "
+                         "DDL waiting on application sessions (a lock on the table, or, for CREATE INDEX "
+                         "CONCURRENTLY, any transaction older than the build), not another migration run: "
+                         "deployctl's migration lock is polled and never ends in 55P03",
+                         "find the sessions with long-open transactions (pg_stat_activity.xact_start, "
+                         "pg_blocking_pids()), let them finish or end them, then run it again; or raise "
+                         "DEPLOYCTL_LOCK_TIMEOUT")
     if state == "57014":
         return Diagnosis("statement-timeout", state, "statement cancelled", msg,
                          "the statement ran longer than statement_timeout; raise it for this run or make "

@@ -8,6 +8,7 @@ SQLSTATE is parsed from the text and classified by deployctl.db.sqlstate like an
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass
 
 from deployctl import redact
@@ -16,12 +17,16 @@ from deployctl.db.sqlstate import Diagnosis, classify
 STEP = re.compile(r"Running (upgrade|downgrade) (\S*) -> (\S*?),? ")
 SQLSTATE = re.compile(r"'C': '([0-9A-Z]{5})'")
 MESSAGE = re.compile(r"'M': ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
-EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Timeout|NotConfigured)): (.*)$")
+EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|error|Exception|Timeout|NotConfigured)): (.*)$")
 PREFIX = "deployctl-migrate: "
+AT = re.compile(r"deployctl-migrate: at (.+)$")
+FRAME_STARTS = ("Traceback (most recent", "During handling of", "The above ")
 
 # Failures without a SQLSTATE, recognised by their text: (pattern, exception to classify it as).
 _NETWORK_TEXT = [(re.compile(r"Connection refused|ConnectionRefusedError"), ConnectionRefusedError),
-                 (re.compile(r"timed out|TimeoutError"), TimeoutError)]
+                 (re.compile(r"timed out|TimeoutError"), TimeoutError),
+                 (re.compile(r"gaierror|Name or service not known|nodename nor servname|"
+                             r"Temporary failure in name resolution"), socket.gaierror)]
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ class Reading:
     server_message: str | None
     error_line: str | None  # the last "SomethingError: ..." line
     failing_revision: str | None  # the revision being applied when it failed (only meaningful on failure)
+    at: list[str] | None = None  # where the run said the database ended ([] = base); None: it did not say
+    blockers: list[str] | None = None  # after a lock timeout: the sessions with open transactions
 
 
 def steps_in(lines: list[str]) -> list[Step]:
@@ -62,8 +69,21 @@ def read(lines: list[str]) -> Reading:
     if steps:
         last = steps[-1]
         failing = last.dest if last.direction == "upgrade" else last.source
+    at = None
+    for line in lines:
+        m = AT.search(line.rstrip())
+        if m:
+            at = [] if m[1].strip() == "base" else [r.strip() for r in m[1].split(",") if r.strip()]
+    blockers = [line.split(PREFIX, 1)[1][len("blocked by: "):] for line in lines
+                if PREFIX + "blocked by: " in line]
     return Reading(steps, waits, states[-1] if states else None, message,
-                   redact.redact(errors[-1].group(0)) if errors else None, failing)
+                   redact.redact(errors[-1].group(0)) if errors else None, failing, at, blockers)
+
+
+def tail(lines: list[str], limit: int) -> list[str]:
+    """A failed run's last meaningful lines: traceback frames say where in Alembic, not what went wrong."""
+    return [line for line in lines if line.strip() and not line.startswith("  ")
+            and not line.startswith(FRAME_STARTS) and set(line.strip()) - set("^~")][-limit:]
 
 
 def _unquote(literal: str) -> str:
@@ -90,14 +110,23 @@ def diagnose(reading: Reading, service: str) -> Diagnosis | None:
                           f"check the job's DATABASE_URL secret: deployctl dsn {service} --write-secret")
         if d is None:
             return None
-    return _for_service(d, service)
+    return with_blockers(for_service(d, service), reading)
+
+
+def with_blockers(d: Diagnosis, reading: Reading) -> Diagnosis:
+    """A lock timeout's cause with the sessions that had transactions open when it happened."""
+    if d.code != "lock-timeout" or not reading.blockers:
+        return d
+    return Diagnosis(d.code, d.sqlstate, d.title, f"{d.cause}; open transactions: {'; '.join(reading.blockers)}",
+                     d.hint)
 
 
 def diagnose_exception(exc: BaseException, service: str) -> Diagnosis:
-    return _for_service(classify(exc), service)
+    return for_service(classify(exc), service)
 
 
-def _for_service(d: Diagnosis, service: str) -> Diagnosis:
+def for_service(d: Diagnosis, service: str) -> Diagnosis:
+    """The diagnosis with SERVICE in its next step filled in (and doctor named where it helps)."""
     hint = d.hint.replace("SERVICE", service)
     if d.code in ("auth-failed", "ssl-required", "network-refused", "network-timeout") and service not in hint:
         hint += f"; then: deployctl doctor {service}"

@@ -25,20 +25,29 @@ class _Capture(logging.Handler):
 
 def run_local(ctx: Context, service: str, tree: Tree, direction: str, to: str, *,
               url: str | None = None) -> MigrationRun:
-    """`url`: the service's DSN when the caller has it already (default: dbtarget.database_url)."""
+    """`url`: the service's DSN when the caller has it already (default: dbtarget.credential's)."""
     from alembic import command
 
     if url is None:
-        from deployctl.dbtarget import database_url
+        from deployctl.dbtarget import credential
 
-        url = database_url(ctx, service)
+        url = credential(ctx, service).url
     if ctx.emulated and getattr(ctx.clients, "sqladmin_endpoint", None):
         # The connector (connector mode) asks the admin API; point it at the local cloud's.
         os.environ.setdefault("DEPLOYCTL_SQLADMIN_ENDPOINT", ctx.clients.sqladmin_endpoint)
     cfg = tree.config()
     cfg.attributes["database_url"] = url
-    logger = logging.getLogger("alembic.runtime.migration")
     capture = _Capture()
+    said: list[str] = []
+
+    def say(line: str) -> None:  # migrate_env's own lines (lock waits, blockers, where it ended), live
+        said.append(line)
+        text = line.split(diagnose.PREFIX, 1)[-1]
+        if not diagnose.AT.search(line):
+            ctx.progress(service, text, "warn" if "waiting up to" in text or "blocked by" in text else "info")
+
+    cfg.attributes["say"] = say
+    logger = logging.getLogger("alembic.runtime.migration")
     previous_level = logger.level
     logger.addHandler(capture)
     logger.setLevel(logging.INFO)
@@ -56,7 +65,7 @@ def run_local(ctx: Context, service: str, tree: Tree, direction: str, to: str, *
     for line in capture.lines:
         if diagnose.STEP.search(line + " "):
             ctx.progress(service, line)
-    reading = diagnose.read(capture.lines)
+    reading = diagnose.read(capture.lines + said)
     apply_reading(result, reading, failed=failure is not None)
     if failure is not None:
         from deployctl.db.sqlstate import sqlstate_of
@@ -65,8 +74,8 @@ def run_local(ctx: Context, service: str, tree: Tree, direction: str, to: str, *
         if isinstance(failure, DeployctlError):
             result.error, result.hint, result.diagnosis = failure.message, failure.hint, failure.code
         else:
-            d = diagnose.diagnose_exception(failure, service)
+            d = diagnose.with_blockers(diagnose.diagnose_exception(failure, service), reading)
             result.sqlstate = sqlstate_of(failure) or d.sqlstate
             result.diagnosis, result.cause, result.hint = d.code, d.cause, d.hint
-            result.error = f"{d.title}: {d.cause}"
+            result.error = d.title  # the cause beside it says the rest
     return result

@@ -31,6 +31,8 @@ class MigrationStatus:
     error: str | None = None  # a tree problem (multiple heads, a revision not in the tree)
     hint: str | None = None
     revisions: dict[str, str] = field(default_factory=dict)  # id -> message, for display
+    diagnosis: str | None = None  # the code (DESIGN §8) of why current could not be read
+    credential: str | None = None  # which secret version the read logged in with ("x-database-url v3")
 
     @property
     def multiple_heads(self) -> bool:
@@ -85,22 +87,28 @@ def read_current(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
         conn.close()
 
 
-def _unknown_reason(exc: BaseException) -> tuple[str, str | None, str | None]:
-    from deployctl.db.sqlstate import classify
+def _unknown_reason(exc: BaseException, service: str, user: str,
+                    source: str | None) -> tuple[str, str | None, str | None, str]:
+    """(reason, sqlstate, next step, diagnosis code) for a failed read, naming the login that was used."""
     from deployctl.errors import DeployctlError
+    from deployctl.migration.diagnose import diagnose_exception
 
     if isinstance(exc, DeployctlError):
-        return exc.message, None, exc.hint
-    d = classify(exc)
+        return exc.message, None, exc.hint, exc.code
+    d = diagnose_exception(exc, service)
     reason = f"{d.title} ({d.sqlstate})" if d.sqlstate else d.title
-    return reason, d.sqlstate, d.hint
+    if source:
+        reason = (f"{user} rejected {source}: {reason}" if d.code == "auth-failed"
+                  else f"{reason}, logging in with {source}")
+    return reason, d.sqlstate, d.hint, d.code
 
 
 def migration_status(ctx: Context, service: str, *, timeout: float = DEFAULT_TIMEOUT,
-                     url: Callable[[], str] | None = None) -> MigrationStatus:
+                     url: Callable[[], str] | None = None, credential=None) -> MigrationStatus:
     """Current vs head for one service. A database that cannot be read gives `unknown`, never an exception;
-    a service without a database or tree raises ConfigError (a usage problem, not a state). `url` gives the
-    DSN (a caller reading the status twice resolves it once); by default dbtarget.database_url."""
+    a service without a database or tree raises ConfigError (a usage problem, not a state). The login is
+    `credential()` (a dbtarget.Credential; a caller reading the status twice resolves it once), or `url()`,
+    by default dbtarget.credential: the same login the migration itself uses."""
     from deployctl import dbtarget
     from deployctl.migration.tree import tree_for
 
@@ -113,22 +121,31 @@ def migration_status(ctx: Context, service: str, *, timeout: float = DEFAULT_TIM
     if len(heads) > 1:
         error = f"the tree has {len(heads)} heads: {', '.join(heads)}"
         hint = f"merge them: alembic -c {tree.ini} merge heads -m 'merge'"
+    source = None
     try:
-        current = read_current(url() if url else dbtarget.database_url(ctx, service), timeout=timeout)
+        if url is not None:
+            dsn = url()
+        else:
+            cred = credential() if credential is not None else dbtarget.credential(ctx, service)
+            dsn, source = cred.url, cred.source
+        current = read_current(dsn, timeout=timeout)
     except (errors.Unreachable, errors.PermissionDenied):
         raise  # the cloud API itself failed: the command fails (exit 1), it is not a database state
     except Exception as e:  # noqa: BLE001 - an unreadable database is a status, not a crash
-        reason, state, why = _unknown_reason(e)
+        user = ctx.config.services[service].database.user
+        reason, state, why, code = _unknown_reason(e, service, user, source)
         return MigrationStatus(service, heads, unknown=reason, sqlstate=state, error=error,
-                               hint=hint or why, revisions=messages)
+                               hint=hint or why, revisions=messages, diagnosis=code, credential=source)
     strangers = [c for c in current if c not in messages]
     if strangers:
         return MigrationStatus(service, heads, current=current, pending=None, revisions=messages,
                                error=f"the database is at {', '.join(strangers)}, which this tree does not have",
-                               hint="deploy the code that has that revision, or check the migrations path")
+                               hint="deploy the code that has that revision, or check the migrations path",
+                               credential=source)
     try:
-        pending = tree.pending(current, "heads")
+        pending = tree.pending(current)
     except Exception as e:  # noqa: BLE001 - alembic's own resolution errors (e.g. overlapping branches)
-        return MigrationStatus(service, heads, current=current, revisions=messages, error=str(e), hint=hint)
+        return MigrationStatus(service, heads, current=current, revisions=messages, error=str(e), hint=hint,
+                               credential=source)
     return MigrationStatus(service, heads, current=current, pending=pending, error=error, hint=hint,
-                           revisions=messages)
+                           revisions=messages, credential=source)

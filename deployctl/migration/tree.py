@@ -51,8 +51,13 @@ class Tree:
         return list(reversed(list(self.script().walk_revisions())))
 
     def pending(self, current: list[str], target: str = "heads") -> list[str]:
-        """Revision ids between `current` and `target`, in the order an upgrade applies them."""
+        """Revision ids between `current` and `target`, in the order an upgrade applies them. Towards the
+        heads that is every revision that is neither applied nor below an applied one, so a branch that
+        forked below `current` (two heads) shows as pending too."""
         script = self.script()
+        if target == "heads":
+            applied = {r.revision for c in current for r in script.iterate_revisions(c, "base")}
+            return [r.revision for r in self.revisions() if r.revision not in applied]
         revs = script.iterate_revisions(target, tuple(current) or "base")  # newest first
         return [r.revision for r in reversed(list(revs))]
 

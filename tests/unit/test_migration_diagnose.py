@@ -38,3 +38,34 @@ def test_network_failure_without_sqlstate_is_classified_not_dumped():
              "(timeout is 10 and source_address is None).", "ConnectionRefusedError: [Errno 111] Connection refused"]
     d = diagnose.diagnose(diagnose.read(lines), "fiat-gateway")
     assert d.code == "network-refused" and "deployctl doctor fiat-gateway" in d.hint
+
+
+def test_the_runs_last_word_says_where_the_database_is():
+    assert diagnose.read(["deployctl-migrate: at b47c9d2e5f03"]).at == ["b47c9d2e5f03"]
+    assert diagnose.read(["deployctl-migrate: at aa01, dd01"]).at == ["aa01", "dd01"]
+    assert diagnose.read(["deployctl-migrate: at base"]).at == []
+    assert diagnose.read(FAILED_JOB).at is None  # a run that died never said
+
+
+def test_a_lock_timeout_names_the_open_transactions_not_another_migration():
+    lines = ["deployctl-migrate: blocked by: pid 77, application_name 'psql', user u, state idle in "
+             "transaction, transaction open since 2026-12-03T12:00:00",
+             "sqlalchemy.exc.OperationalError: {'S': 'ERROR', 'C': '55P03', 'M': 'canceling statement due to lock "
+             "timeout'}"]
+    d = diagnose.diagnose(diagnose.read(lines), "fiat-gateway")
+    assert d.code == "lock-timeout" and "pid 77" in d.cause and "not another migration run" in d.cause
+    assert "xact_start" in d.hint
+
+
+def test_the_tail_keeps_messages_and_drops_traceback_frames():
+    lines = ["Traceback (most recent call last):", '  File "/x/pg8000/legacy.py", line 1, in <module>',
+             "    ^^^^^^^^^^^^", "^^^^^^", "pg8000.exceptions.DatabaseError: {'C': '28P01'}",
+             "(Background on this error at: https://sqlalche.me/e/21/f405)"]
+    assert diagnose.tail(lines, 25) == ["pg8000.exceptions.DatabaseError: {'C': '28P01'}",
+                                        "(Background on this error at: https://sqlalche.me/e/21/f405)"]
+
+
+def test_a_host_that_does_not_resolve_is_a_network_diagnosis():
+    lines = ["socket.gaierror: [Errno -2] Name or service not known"]
+    d = diagnose.diagnose(diagnose.read(lines), "fiat-gateway")
+    assert d.code == "network-dns"
