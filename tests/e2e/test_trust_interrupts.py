@@ -1,9 +1,10 @@
-"""Ctrl-C (SIGINT to the CLI's process group, as a terminal sends it) during `local up`, `deploy` and `migrate`:
-the command ends within 2 s with exit 130, says what was done and what was not, leaves no process of its own
-behind and no migration lock held, and running it again finishes the job.
+"""Ctrl-C (SIGINT to the CLI's process group, as a terminal sends it) during `local up`, `deploy` and `migrate`,
+at more than one moment each: the command ends within 2 s with exit 130, says what was done and what was not,
+leaves no process of its own behind and no migration lock held, and running it again finishes the job.
 
 The moment is chosen from the command's own stderr progress; a migration is held at the moment we want by
-holding its advisory lock from here (the run waits for it, and says so)."""
+holding its advisory lock from here (the run waits for it, and says so); a rollout by a revision that takes
+its time to start."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pytest
 from deployctl.migrate_env import advisory_lock_key
 
 from .conftest import ROOT, Cli
+from .test_deploy_cli import GATE, cli_for, service
 from .test_migrate_cli import FIAT_HEAD, db, status_of
 
 STOP_WITHIN = 2.0
@@ -95,6 +97,34 @@ def test_local_up_interrupted_then_finished(cloud, tmp_path):
     again = cloud("local", "up")
     assert again.code == 0, again.output
     assert cloud("secrets", "get", "fiat-gateway-db-password").code == 0
+
+
+def test_local_up_interrupted_while_the_emulator_starts_then_finished(tmp_path):
+    """Another moment of `local up`: before provisioning, while the emulator starts (a fresh state dir)."""
+    fresh = Cli(tmp_path / "fresh-state")
+    try:
+        code, err = interrupt_when(fresh, ["local", "up"], "starting (state in", tmp_path)
+        assert code == 130, err
+        assert "interrupted" in err and "Traceback" not in err
+        again = fresh("local", "up")
+        assert again.code == 0, again.output
+        assert fresh("secrets", "get", "api-key-pepper").code == 0
+    finally:
+        fresh("--yes", "local", "down", "--purge")
+
+
+def test_deploy_interrupted_while_a_revision_starts_then_finished(cloud, tmp_path):
+    """Another moment of `deploy`: the rollout, waiting for a revision that takes seconds to pass its startup
+    probe (the wait polls the operation through the policy, and stops at Ctrl-C instead of finishing it)."""
+    assert cloud("local", "up").code == 0
+    name = "e2ei-slow"
+    slow = cli_for(cloud, tmp_path / "slow", service(name, command='["python", "tests/fixtures/run_app.py"]',
+                                                      env='APP_START_DELAY = "6"'))
+    code, err = interrupt_when(slow, ["deploy", name, "--no-status", *GATE], "creating revision", tmp_path)
+    assert code == 130, err
+    assert "interrupted" in err and "Traceback" not in err and "health gate" not in err, err
+    again = slow("deploy", name, "--no-status", *GATE)
+    assert again.code == 0, again.output
 
 
 def test_deploy_interrupted_during_a_migration_then_finished(cloud, tmp_path):
