@@ -35,6 +35,11 @@ class FrontProxy:
     def uri(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def routes(self) -> list[tuple[int, int]]:
+        with self._lock:
+            return list(self._routes)
+
     def set_routes(self, routes: list[tuple[int, int]]) -> None:
         """routes: (backend port, percent) for every revision that should receive traffic."""
         with self._lock:

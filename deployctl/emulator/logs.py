@@ -7,6 +7,7 @@ survive a restart. The emulator never echoes them into its own log: a service ma
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -144,7 +145,9 @@ class LogStore:
             entry["text"] = line
         data = json.dumps(entry) + "\n"
         safe = re.sub(r"[^\w.-]", "_", file_key)
-        with self._lock, open(self.root / f"{safe}.jsonl", "a", encoding="utf-8") as f:
+        # 0600: a service may print a secret, and the state dir may be readable by others.
+        fd = os.open(self.root / f"{safe}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with self._lock, os.fdopen(fd, "a", encoding="utf-8") as f:
             f.write(data)
 
     def entries(self) -> list[dict]:

@@ -80,6 +80,10 @@ class Operations:
         self.finish(name, response=response)
         return name
 
+    def is_pending(self, name: str) -> bool:
+        rec = self.store.get(COLLECTION, name)
+        return bool(rec) and not rec["done"]
+
     def pending(self) -> list[dict]:
         return [r for r in self.store.list(COLLECTION) if not r["done"]]
 

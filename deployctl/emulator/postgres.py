@@ -151,6 +151,10 @@ class Cluster:
             os.chown(path, pw.pw_uid, pw.pw_gid)
 
     @property
+    def _pwfile(self) -> Path:
+        return self.data_dir.parent / f".{self.data_dir.name}.pw"
+
+    @property
     def initialised(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
 
@@ -161,7 +165,7 @@ class Cluster:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         self._chown(self.data_dir)
-        pwfile = self.data_dir.parent / f".{self.data_dir.name}.pw"
+        pwfile = self._pwfile
         _write_private(pwfile, self.superuser_password.encode())
         self._chown(pwfile)
         try:
@@ -221,6 +225,7 @@ class Cluster:
         self.stop("immediate")
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self.log_file.unlink(missing_ok=True)
+        self._pwfile.unlink(missing_ok=True)  # left by an init that was killed
 
     def end_strays(self, grace: float = 5.0) -> list[int]:
         """Kill what still works in this data directory without a postmaster.pid we can stop (an initdb or a

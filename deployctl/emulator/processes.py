@@ -3,6 +3,11 @@
 Every child runs in its own process group and is recorded in the Store ("processes": pid, process group and
 the kernel's start time for that pid), so that after a SIGKILL of the emulator a new emulator, or
 `deployctl local down`, can find and end exactly those processes and never an unrelated one that reused a pid.
+
+The record is written just after the process starts, and a child may leave grandchildren behind when it dies
+(the workers of a master process). So every child is also started with DEPLOYCTL_LOCAL_CLOUD=<state dir> in its
+environment, which its descendants inherit: the sweep after a crash ends whatever carries that mark, recorded or
+not.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from deployctl.emulator.state import Store
+from deployctl.osutil import cmdline, environ_has, processes
 
 log = logging.getLogger("deployctl.emulator")
 
 COLLECTION = "processes"
+MARK = "DEPLOYCTL_LOCAL_CLOUD"
 STOP_GRACE = 3.0
 TAIL_LINES = 20
 
@@ -76,8 +83,32 @@ def end_group(pgid: int, grace: float = STOP_GRACE, waiter: Callable[[], bool] |
     _signal_group(pgid, signal.SIGKILL)
 
 
-def end_recorded(store: Store, grace: float = STOP_GRACE) -> list[dict]:
-    """End every recorded process that is still the one we started (used after a crash and by `local down`)."""
+def mark(owner: str) -> str:
+    return f"{MARK}={owner}"
+
+
+def _ancestors() -> set[int]:
+    out, pid = set(), os.getpid()
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+        out.add(pid)
+    return out
+
+
+def marked(owner: str) -> list[int]:
+    """Live processes started (directly or not) by the emulator of `owner`, except this one and its ancestors
+    (a `deployctl local down` run from inside a task must not end itself)."""
+    skip = _ancestors()
+    return [pid for pid in processes() if pid not in skip and environ_has(pid, mark(owner))]
+
+
+def end_recorded(store: Store, owner: str | None = None, grace: float = STOP_GRACE) -> list[dict]:
+    """End every recorded process that is still the one we started, then (with `owner`, the state dir) every
+    other process carrying its mark. Used after a crash and by `local down`."""
     ended = []
     records = store.list(COLLECTION)
     threads = []
@@ -89,9 +120,32 @@ def end_recorded(store: Store, grace: float = STOP_GRACE) -> list[dict]:
             threads.append(t)
     for t in threads:
         t.join(grace + 2)
+    if owner:
+        strays = marked(owner)
+        for pid in strays:
+            ended.append({"key": f"stray/{pid}", "kind": "stray", "pid": pid, "argv0": (cmdline(pid) or ["?"])[0]})
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while strays and time.monotonic() < deadline:
+            strays = [p for p in strays if environ_has(p, mark(owner))]
+            time.sleep(0.05)
+        for pid in strays:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
     for rec in records:
         store.delete(COLLECTION, rec["key"])
     return ended
+
+
+def left_running(store: Store, owner: str) -> list[dict]:
+    """What end_recorded would end, without ending it (for `deployctl local ps` after a crash)."""
+    found = [{k: rec.get(k) for k in ("kind", "pid", "service", "revision", "job", "execution") if rec.get(k)}
+             for rec in store.list(COLLECTION) if is_recorded_alive(rec)]
+    known = {r["pid"] for r in found}
+    found += [{"kind": "stray", "pid": pid, "argv0": (cmdline(pid) or ["?"])[0]}
+              for pid in marked(owner) if pid not in known]
+    return found
 
 
 @dataclass
@@ -114,14 +168,16 @@ class Child:
 
 
 class ProcessManager:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, owner: str) -> None:
         self.store = store
+        self.owner = owner  # the state dir: the mark every child carries
         self._children: dict[str, Child] = {}
         self._lock = threading.Lock()
 
     def spawn(self, key: str, kind: str, argv: list[str], *, env: dict[str, str], cwd: str,
               on_line: LineSink, on_exit: ExitSink | None = None, info: dict | None = None) -> Child:
         """Start argv in a new session (own process group); stream its output lines to on_line."""
+        env = {**env, MARK: self.owner}
         popen = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
         child = Child(key=key, kind=kind, popen=popen, info=dict(info or {}))
@@ -178,8 +234,12 @@ class ProcessManager:
 
     def terminate(self, key: str, grace: float = STOP_GRACE) -> None:
         child = self.get(key)
-        if child is None:
-            return
+        if child is not None:
+            self.terminate_child(child, grace)
+
+    @staticmethod
+    def terminate_child(child: Child, grace: float = STOP_GRACE) -> None:
+        """End this very child (not whichever child is now registered under its key)."""
         child.stopping = True
         end_group(child.popen.pid, grace, waiter=lambda: child.popen.poll() is not None)
         child.exited.wait(grace + 3)

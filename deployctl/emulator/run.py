@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from deployctl.emulator.operations import Operations
-from deployctl.emulator.processes import ProcessManager, end_recorded
+from deployctl.emulator.processes import ProcessManager, end_recorded, left_running
 from deployctl.emulator.run_jobs import JobsApi
 from deployctl.emulator.run_revisions import RevisionRuntime
 from deployctl.emulator.run_services import ServicesApi
@@ -23,7 +23,7 @@ class CloudRun:
         self.emulator = emulator
         store = emulator.store
         self.operations = Operations(store)
-        self.processes = ProcessManager(store)
+        self.processes = ProcessManager(store, str(emulator.state_dir))
         self.runtime = RevisionRuntime(emulator, self.processes, on_change=self._on_instance_change)
         self.services = ServicesApi(emulator, store, self.operations, self.runtime)
         self.jobs = JobsApi(emulator, store, self.operations, self.processes, self.runtime.secret_access)
@@ -35,7 +35,7 @@ class CloudRun:
         return self.operations.handlers() + self.services.handlers() + self.jobs.handlers()
 
     def start(self) -> None:
-        leftovers = end_recorded(self.emulator.store)
+        leftovers = end_recorded(self.emulator.store, str(self.emulator.state_dir))
         if leftovers:
             log.info("emulator: ended %d process(es) left by a previous run", len(leftovers))
         self.jobs.fail_interrupted()
@@ -65,4 +65,13 @@ def cleanup(state_dir) -> None:
 
     from deployctl.emulator.state import Store
 
-    end_recorded(Store(Path(state_dir) / "state"))
+    end_recorded(Store(Path(state_dir) / "state"), str(Path(state_dir)))
+
+
+def leftovers(state_dir) -> list[dict]:
+    """The service and job processes a crashed emulator left running."""
+    from pathlib import Path
+
+    from deployctl.emulator.state import Store
+
+    return left_running(Store(Path(state_dir) / "state"), str(Path(state_dir)))

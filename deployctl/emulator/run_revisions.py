@@ -22,6 +22,7 @@ from deployctl.emulator.processes import Child, ProcessManager
 log = logging.getLogger("deployctl.emulator")
 
 DEFAULT_PROBE = {"kind": "tcp", "path": "", "initial": 0.0, "timeout": 240.0, "period": 240.0, "threshold": 1}
+SETTLE_MARGIN = 30.0  # beyond a probe's own budget, before a rollout stops waiting for an instance
 RESTART_BACKOFF = 1.0
 
 
@@ -44,6 +45,12 @@ def probe_spec(container) -> dict:
     return {"kind": kind, "path": p.http_get.path or "/" if kind == "http" else "",
             "initial": float(p.initial_delay_seconds or 0), "timeout": float(p.timeout_seconds or 1),
             "period": float(p.period_seconds or 10), "threshold": int(p.failure_threshold or 3)}
+
+
+def settle_budget(container) -> float:
+    """How long an instance of this container may take to become ready or fail, at most."""
+    spec = probe_spec(container)
+    return spec["initial"] + spec["period"] * spec["threshold"] + SETTLE_MARGIN
 
 
 def probe_once(spec: dict, port: int) -> bool:
@@ -91,13 +98,23 @@ class RevisionRuntime:
                          daemon=True).start()
         return inst
 
-    def stop(self, revision: str) -> None:
+    def stop(self, revision: str, *, wait: bool = True) -> None:
+        """Stop the revision's instance (scale it to zero). It is detached at once, so a later ensure_running
+        starts a new instance; with wait=False its process ends in the background."""
         with self._lock:
             inst = self._instances.pop(revision, None)
-        if inst:
-            inst.state = "stopped"
-            self.processes.terminate(revision)
-            inst.done.set()
+        if inst is None:
+            return
+        inst.state = "stopped"
+        inst.done.set()
+        child = inst.child  # None while _boot has not spawned yet: _boot then sees "stopped" and ends it
+        if child is None:
+            return
+        if wait:
+            self.processes.terminate_child(child)
+        else:
+            threading.Thread(target=self.processes.terminate_child, args=(child,), daemon=True,
+                             name=f"stop-{rc.short(revision)}").start()
 
     def stop_all(self) -> None:
         self._closing = True
@@ -144,6 +161,17 @@ class RevisionRuntime:
         return sm.access(name)
 
     def _boot(self, inst: Instance, revision_msg) -> None:
+        try:
+            self._boot_and_probe(inst, revision_msg)
+        except Exception as e:  # never leave a rollout waiting on an instance that will not settle
+            log.exception("emulator: starting revision %s failed", rc.short(inst.revision))
+            if inst.child is not None:
+                self.processes.terminate_child(inst.child)
+            self._settle(inst, "failed", f"the local cloud could not start the revision: {type(e).__name__}: {e}")
+        if inst.state == "stopped" and inst.child is not None:  # stopped while booting: end what was spawned
+            self.processes.terminate_child(inst.child)
+
+    def _boot_and_probe(self, inst: Instance, revision_msg) -> None:
         container = revision_msg.containers[0]
         spec = probe_spec(container)
         try:
@@ -151,8 +179,10 @@ class RevisionRuntime:
         except (rc.StartError, OSError) as e:
             self._settle(inst, "failed", f"the container could not be started: {e}")
             return
-        forced = rc.short(inst.revision) in self._unhealthy() or rc.short(inst.service) in self._unhealthy() \
-            or inst.revision in self._unhealthy() or inst.service in self._unhealthy()
+        if inst.state != "starting":
+            return
+        unhealthy = self._unhealthy()
+        forced = bool({rc.short(inst.revision), rc.short(inst.service), inst.revision, inst.service} & unhealthy)
         start = time.monotonic()
         deadline = start + spec["initial"] + spec["period"] * spec["threshold"]
         time.sleep(spec["initial"])
@@ -175,13 +205,21 @@ class RevisionRuntime:
                              f"({what}, {spec['threshold']} x {spec['period']:g}s) did not pass."
                              + (" (forced by unhealthy_revisions in faults.json)" if forced else "")
                              + _tail(inst.child))
-                self.processes.terminate(inst.revision)
+                self.processes.terminate_child(inst.child)
                 return
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
             interval = min(interval * 1.5, 0.5, spec["period"])
 
+    def fail(self, inst: Instance, message: str) -> None:
+        """Give up on an instance that did not settle in time (its rollout must end)."""
+        if inst.child is not None:
+            self.processes.terminate_child(inst.child)
+        self._settle(inst, "failed", message)
+
     def _unhealthy(self) -> set[str]:
-        return set(self.emulator.faults.data().get("unhealthy_revisions", []))
+        data = self.emulator.faults.data()
+        names = data.get("unhealthy_revisions", []) if isinstance(data, dict) else []
+        return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
 
     def _settle(self, inst: Instance, state: str, message: str) -> None:
         if inst.state != "starting":

@@ -2,7 +2,12 @@
 
 A create, or an update that changes the template, makes a new revision and returns an operation that ends when
 that revision is Ready (traffic then follows the service's traffic spec) or has failed (traffic stays where it
-was). An update that only changes traffic starts any retained revision it names that is not running.
+was). An update that only changes traffic starts any retained revision it names that is not running, and the
+route moves once it passes its startup probe (a cold start).
+
+As Cloud Run scales a revision without traffic to zero, a revision that serves no traffic and carries no tag
+has its process stopped, except the one that served most recently before the current ones: it stays warm, so
+that a rollback is only a routing change.
 """
 
 from __future__ import annotations
@@ -13,16 +18,16 @@ import threading
 import grpc
 
 from deployctl.emulator import run_common as rc
-from deployctl.emulator.front_proxy import FrontProxy
 from deployctl.emulator.operations import Operations
 from deployctl.emulator.rpc import Method, RpcError, already_exists, invalid, not_found, service
-from deployctl.emulator.run_revisions import Instance, RevisionRuntime
-from deployctl.emulator.run_traffic import REVISION, resolve, traffic_statuses
+from deployctl.emulator.run_revisions import Instance, RevisionRuntime, settle_budget
+from deployctl.emulator.run_traffic import REVISION, Router, resolve, serving, traffic_statuses
 from deployctl.emulator.state import Store
 
 log = logging.getLogger("deployctl.emulator")
 
-SERVICES, REVISIONS, ROLLOUTS, PROXIES = "run_services", "run_revisions", "run_rollouts", "run_proxies"
+SERVICES, REVISIONS, ROLLOUTS = "run_services", "run_revisions", "run_rollouts"
+WARM = "run_warm"  # service name -> {"revision": the previously serving revision kept running}
 
 
 class ServicesApi:
@@ -32,7 +37,11 @@ class ServicesApi:
         self.ops = ops
         self.runtime = runtime
         self.lock = threading.RLock()
-        self.proxies: dict[str, FrontProxy] = {}
+        self.router = Router(store, runtime, str(emulator.state_dir))
+
+    @property
+    def proxies(self) -> dict:
+        return self.router.proxies
 
     # --- stored messages ------------------------------------------------------------------------------
     def _service(self, name: str):
@@ -73,7 +82,7 @@ class ServicesApi:
             self._validate(svc, existing_revisions=set())
             if req.validate_only:
                 return self.ops.proto(self.ops.completed(req.parent, svc))
-            proxy = self._proxy(name)
+            proxy = self.router.proxy(name)
             svc.uri = proxy.uri
             svc.urls[:] = [proxy.uri]
             return self.ops.proto(self._rollout(svc, template_changed=True))
@@ -125,15 +134,15 @@ class ServicesApi:
             rc.check_etag(req.etag, svc.etag, req.name)
             if req.validate_only:
                 return self.ops.proto(self.ops.completed(rc.parent_of(req.name), svc))
-            for key in [k for k in self.proxies if k == req.name or k.startswith(req.name + "#")]:
-                self.proxies.pop(key).close()
-                self.store.delete(PROXIES, key)
+            self.router.drop(req.name)
             revisions = self._revisions_of(req.name)
             for rev in revisions:
                 self.store.delete(REVISIONS, rev.name)
             self.store.delete(SERVICES, req.name)
-            self.store.delete(PROXIES, req.name)
-            self.store.delete(ROLLOUTS, req.name)
+            self.store.delete(WARM, req.name)
+            rollout = self.store.delete(ROLLOUTS, req.name)
+        for op in _rollout_ops(rollout):
+            self.ops.finish(op, error=(grpc.StatusCode.ABORTED, f"Service {req.name} was deleted"))
         # Stopping a process may take its grace period: not under the lock every other Services RPC needs.
         for rev in revisions:
             self.runtime.stop(rev.name)
@@ -168,6 +177,10 @@ class ServicesApi:
                 raise RpcError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"Revision {rc.short(rev.name)} is serving traffic and cannot be deleted; "
                                "move its traffic to another revision first")
+            if rev.name == svc.latest_created_revision:
+                raise RpcError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"Revision {rc.short(rev.name)} is the latest revision of service "
+                               f"{rc.short(svc_name)} and cannot be deleted; deploy a newer one first")
             if req.validate_only:
                 return self.ops.proto(self.ops.completed(rc.parent_of(req.name), rev))
             self.store.delete(REVISIONS, rev.name)
@@ -223,22 +236,31 @@ class ServicesApi:
             full = f"{svc.name}/revisions/{target}"
             if full not in wait_for:
                 wait_for.append(full)
+        revisions = [self._revision(n) for n in wait_for]
         self._save_service(svc)
         op = self.ops.begin(rc.parent_of(svc.name), svc)
-        self.store.put(ROLLOUTS, svc.name, {"operation": op, "generation": svc.generation, "wait_for": wait_for})
-        threading.Thread(target=self._follow, args=(svc.name, op, svc.generation, wait_for),
+        # An earlier rollout still in flight keeps its own follower; if the emulator restarts before it ends,
+        # only the newest is resumed, and the earlier operations are ended then (see resume).
+        superseded = [o for o in _rollout_ops(self.store.get(ROLLOUTS, svc.name)) if self.ops.is_pending(o)]
+        self.store.put(ROLLOUTS, svc.name, {"operation": op, "generation": svc.generation, "wait_for": wait_for,
+                                            "superseded": superseded})
+        # Started now, under the lock, so that no route change can find a target not even starting.
+        started = [self._start(rev, svc.name) for rev in revisions]
+        threading.Thread(target=self._follow, args=(svc.name, op, svc.generation, wait_for, started),
                          name=f"rollout-{rc.short(svc.name)}", daemon=True).start()
         return op
 
-    def _follow(self, service_name: str, op: str, generation: int, wait_for: list[str]) -> None:
+    def _start(self, rev, service_name: str) -> tuple[Instance, float]:
+        return self.runtime.ensure_running(rev, service_name), settle_budget(rev.containers[0])
+
+    def _follow(self, service_name: str, op: str, generation: int, wait_for: list[str],
+                started: list[tuple[Instance, float]] | None = None) -> None:
         try:
-            instances = []
-            for rev_name in wait_for:
-                rev = self._revision(rev_name)
-                instances.append(self.runtime.ensure_running(rev, service_name))
-            for inst in instances:
-                inst.done.wait()
-            self._finish_rollout(service_name, op, generation, instances)
+            instances = started or [self._start(self._revision(n), service_name) for n in wait_for]
+            for inst, budget in instances:
+                if not inst.done.wait(budget):
+                    self.runtime.fail(inst, f"The revision did not become ready or fail within {budget:g}s.")
+            self._finish_rollout(service_name, op, generation, [inst for inst, _ in instances])
         except RpcError as e:  # the service or a revision was deleted meanwhile
             self.ops.finish(op, error=(e.code, e.message))
         except Exception:
@@ -268,8 +290,7 @@ class ServicesApi:
                 self._save_service(svc)
                 self._apply_routes(svc)
                 self.store.delete(ROLLOUTS, service_name)
-            else:
-                svc = self._service(service_name)
+                self._scale_to_zero(svc)
         if failed:
             self.ops.finish(op, error=(grpc.StatusCode.FAILED_PRECONDITION,
                                        svc.terminal_condition.message or failed[0].message), metadata=svc)
@@ -310,67 +331,71 @@ class ServicesApi:
         return resolve(svc)
 
     def _refresh_traffic(self, svc) -> None:
-        svc.traffic_statuses[:] = traffic_statuses(svc)
+        """Recompute the traffic statuses (tag proxies included); remember which revision stopped serving."""
+        before = serving(svc.traffic_statuses)
+        self.router.sync_tags(svc)
+        svc.traffic_statuses[:] = traffic_statuses(svc, tag_uri=lambda tag: self.router.tag_uri(svc.name, tag))
+        lost = before - serving(svc.traffic_statuses)
+        if lost:
+            newest = max(lost, key=lambda r: self._generation_of(f"{svc.name}/revisions/{r}"))
+            self.store.put(WARM, svc.name, {"revision": f"{svc.name}/revisions/{newest}"})
 
     def _apply_routes(self, svc) -> None:
-        proxy = self.proxies.get(svc.name)
-        if proxy is None:
-            return
-        routes = []
-        for rev_id, pct in self._resolve(svc):
-            port = self.runtime.ready_port(f"{svc.name}/revisions/{rev_id}")
-            if port and pct:
-                routes.append((port, pct))
-        proxy.set_routes(routes)
-        tagged = {s.tag: s.revision for s in svc.traffic_statuses if s.tag}
-        for key, tag_proxy in list(self.proxies.items()):
-            if key.startswith(svc.name + "#"):
-                rev_id = tagged.get(key.split("#", 1)[1])
-                port = self.runtime.ready_port(f"{svc.name}/revisions/{rev_id}") if rev_id else None
-                tag_proxy.set_routes([(port, 100)] if port else [])
+        self.router.apply(svc)
 
-    def _proxy(self, service_name: str, tag: str = "") -> FrontProxy:
-        """The service's front proxy (or a tag's), on the port it had before a restart when still free."""
-        key = f"{service_name}#{tag}" if tag else service_name
-        if key in self.proxies:
-            return self.proxies[key]
-        label = rc.short(service_name) + (f"---{tag}" if tag else "")
-        saved = (self.store.get(PROXIES, key) or {}).get("port", 0)
-        try:
-            proxy = FrontProxy(label, port=saved)
-        except OSError:
-            log.warning("emulator: port %s for %s is taken; it gets a new uri", saved, label)
-            proxy = FrontProxy(label)
-        self.proxies[key] = proxy
-        self.store.put(PROXIES, key, {"port": proxy.port})
-        return proxy
+    def _needed(self, svc) -> set[str]:
+        """Full names of the revisions of `svc` that must keep running: those with traffic or a tag, the one
+        kept warm for a rollback, those a rollout in flight waits for, and those the proxies still route to."""
+        names = {f"{svc.name}/revisions/{r}" for r, pct in self._resolve(svc) if pct}
+        names |= {f"{svc.name}/revisions/{s.revision}" for s in svc.traffic_statuses if s.tag and s.revision}
+        names |= {f"{svc.name}/revisions/{t.revision}" for t in svc.traffic if t.tag and t.revision}
+        warm = (self.store.get(WARM, svc.name) or {}).get("revision")
+        if warm:
+            names.add(warm)
+        names.update((self.store.get(ROLLOUTS, svc.name) or {}).get("wait_for", []))
+        return names | self.router.routed(svc.name)
+
+    def _scale_to_zero(self, svc) -> None:
+        """Stop the instances of revisions nothing needs (Cloud Run scales them to zero); under self.lock."""
+        needed = self._needed(svc)
+        for inst in self.runtime.instances():
+            if inst.service == svc.name and inst.revision not in needed:
+                log.info("emulator: revision %s serves no traffic: scaled to zero", rc.short(inst.revision))
+                self.runtime.stop(inst.revision, wait=False)
 
     # --- lifecycle ------------------------------------------------------------------------------------
     def resume(self) -> None:
-        """After a restart: rebind proxies, restart ready revisions, and pick up interrupted rollouts."""
+        """After a restart: rebind proxies, restart the revisions that are needed, and pick up interrupted
+        rollouts (the operations they had superseded end now: nothing follows them any more)."""
         from google.cloud.run_v2.types import Service
 
         for data in self.store.list(SERVICES):
             svc = rc.load(Service, data)
             with self.lock:
-                proxy = self._proxy(svc.name)
-                if proxy.uri != svc.uri or any(s.tag for s in svc.traffic_statuses):
-                    svc.uri = proxy.uri
+                proxy = self.router.proxy(svc.name)
+                self.router.sync_tags(svc)
+                tag_uris = [self.router.tag_uri(svc.name, s.tag) if s.tag else s.uri for s in svc.traffic_statuses]
+                if proxy.uri != svc.uri or tag_uris != [s.uri for s in svc.traffic_statuses]:
+                    svc.uri = proxy.uri  # only when a port could not be had again: the etag changes
                     svc.urls[:] = [proxy.uri]
                     self._refresh_traffic(svc)
                     self._save_service(svc)
+                needed = self._needed(svc)
             for rev in self._revisions_of(svc.name):
-                if any(c.type_ == "Ready" and c.state == c.State.CONDITION_SUCCEEDED for c in rev.conditions):
+                ready = any(c.type_ == "Ready" and c.state == c.State.CONDITION_SUCCEEDED for c in rev.conditions)
+                if ready and rev.name in needed:
                     self.runtime.ensure_running(rev, svc.name)
             rollout = self.store.get(ROLLOUTS, svc.name)
             if rollout:
+                for op in rollout.get("superseded", []):
+                    self.ops.finish(op, error=(grpc.StatusCode.ABORTED,
+                                               f"Superseded by a later change to service {rc.short(svc.name)} "
+                                               "while the local cloud restarted; read the service for its state"))
                 threading.Thread(target=self._follow, args=(svc.name, rollout["operation"], rollout["generation"],
                                                             rollout["wait_for"]), daemon=True).start()
 
     def close(self) -> None:
-        for proxy in self.proxies.values():
-            proxy.close()
-        self.proxies.clear()
+        self.router.close()
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         from google.cloud.run_v2 import types as t
@@ -391,3 +416,8 @@ class ServicesApi:
                 "DeleteRevision": Method(self.delete_revision, t.DeleteRevisionRequest, Op),
             }),
         ]
+
+
+def _rollout_ops(rollout: dict | None) -> list[str]:
+    """The operations a stored rollout record stands for: its own and those it superseded."""
+    return [rollout["operation"], *rollout.get("superseded", [])] if rollout else []

@@ -1,10 +1,21 @@
-"""A service's traffic spec resolved to revisions, and the traffic statuses Cloud Run reports for it."""
+"""A service's traffic: its spec resolved to revisions, the statuses Cloud Run reports for it, and the front
+proxies that carry it (one per service, so its `uri` stays the same across revisions, and one per traffic tag,
+each with a `uri` of its own that reaches the tagged revision only)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from deployctl.emulator import run_common as rc
+from deployctl.emulator.front_proxy import FrontProxy
+from deployctl.emulator.netaddr import stable_port
+from deployctl.emulator.state import Store
+
+log = logging.getLogger("deployctl.emulator")
 
 LATEST, REVISION = 1, 2  # TrafficTargetAllocationType
+PROXIES = "run_proxies"
 
 
 def resolve(svc) -> list[tuple[str, int]]:
@@ -19,7 +30,12 @@ def resolve(svc) -> list[tuple[str, int]]:
     return out
 
 
-def traffic_statuses(svc) -> list:
+def serving(statuses) -> set[str]:
+    """Revision ids that take a share of the service's traffic, per its traffic statuses."""
+    return {s.revision for s in statuses if s.percent and s.revision}
+
+
+def traffic_statuses(svc, tag_uri: Callable[[str], str] = lambda tag: "") -> list:
     from google.cloud.run_v2.types import TrafficTargetStatus
 
     statuses = []
@@ -33,5 +49,110 @@ def traffic_statuses(svc) -> list:
                                                 tag=t.tag))
     for s in statuses:
         if s.tag:
-            s.uri = svc.uri  # one local address; tags are not routed separately
+            s.uri = tag_uri(s.tag)
     return statuses
+
+
+class Router:
+    """The front proxies of every service, on ports that stay the same across restarts when they can."""
+
+    def __init__(self, store: Store, runtime, seed: str) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.seed = seed  # the state dir: two local clouds on one machine pick different ports
+        self.proxies: dict[str, FrontProxy] = {}
+
+    @staticmethod
+    def _key(service_name: str, tag: str = "") -> str:
+        return f"{service_name}#{tag}" if tag else service_name
+
+    def proxy(self, service_name: str, tag: str = "") -> FrontProxy:
+        """The service's front proxy (or a tag's), on the port it had before a restart when still free."""
+        key = self._key(service_name, tag)
+        if key in self.proxies:
+            return self.proxies[key]
+        label = rc.short(service_name) + (f"---{tag}" if tag else "")
+        saved = (self.store.get(PROXIES, key) or {}).get("port", 0)
+        proxy = None
+        if saved:
+            try:
+                proxy = FrontProxy(label, port=saved)
+            except OSError:
+                log.warning("emulator: port %s for %s is taken; it gets a new uri", saved, label)
+        if proxy is None:
+            proxy = self._new_proxy(key, label)
+        self.proxies[key] = proxy
+        self.store.put(PROXIES, key, {"port": proxy.port})
+        return proxy
+
+    def _new_proxy(self, key: str, label: str) -> FrontProxy:
+        avoid = {rec.get("port") for rec in self.store.list(PROXIES)} | {p.port for p in self.proxies.values()}
+        for _ in range(5):
+            port = stable_port(f"{self.seed}|{key}", avoid)
+            if not port:
+                break
+            try:
+                return FrontProxy(label, port=port)
+            except OSError:  # taken between the check and the bind
+                avoid.add(port)
+        return FrontProxy(label)
+
+    def tag_uri(self, service_name: str, tag: str) -> str:
+        proxy = self.proxies.get(self._key(service_name, tag))
+        return proxy.uri if proxy else ""
+
+    def sync_tags(self, svc) -> None:
+        """A proxy for every tag in the traffic spec; the proxies of tags no longer there are closed."""
+        wanted = {t.tag for t in svc.traffic if t.tag}
+        for tag in wanted:
+            self.proxy(svc.name, tag)
+        prefix = svc.name + "#"
+        for key in [k for k in self.proxies if k.startswith(prefix) and k[len(prefix):] not in wanted]:
+            self.proxies.pop(key).close()
+            self.store.delete(PROXIES, key)
+
+    def apply(self, svc) -> None:
+        """Point the service's proxy, and its tags' proxies, at the ready instances of their revisions."""
+        proxy = self.proxies.get(svc.name)
+        if proxy is not None:
+            ready = self._ready_ports(svc.name)
+            wanted, complete = [], True
+            for rev_id, pct in resolve(svc):
+                port = self.runtime.ready_port(f"{svc.name}/revisions/{rev_id}")
+                if port and pct:
+                    wanted.append((port, pct))
+                elif pct:
+                    complete = False
+            still_serving = [(p, pct) for p, pct in proxy.routes if p in ready]
+            # A target that is not ready (starting, as after a scale to zero, or failed to start): the route moves
+            # only once every target can take its share; until then what serves now keeps serving.
+            proxy.set_routes(wanted if complete or not still_serving else still_serving)
+        tagged = {s.tag: s.revision for s in svc.traffic_statuses if s.tag}
+        for tag, rev_id in tagged.items():
+            tag_proxy = self.proxies.get(self._key(svc.name, tag))
+            if tag_proxy is not None:
+                port = self.runtime.ready_port(f"{svc.name}/revisions/{rev_id}") if rev_id else None
+                tag_proxy.set_routes([(port, 100)] if port else [])
+
+    def routed(self, service_name: str) -> set[str]:
+        """Full names of the revisions the service's proxies send requests to right now."""
+        by_port = {i.port: i.revision for i in self.runtime.instances()
+                   if i.service == service_name and i.state == "ready"}
+        prefix = service_name + "#"
+        return {by_port[p] for key, proxy in self.proxies.items() if key == service_name or key.startswith(prefix)
+                for p, _ in proxy.routes if p in by_port}
+
+    def _ready_ports(self, service_name: str) -> set[int]:
+        return {i.port for i in self.runtime.instances() if i.service == service_name and i.state == "ready"}
+
+    def drop(self, service_name: str) -> None:
+        prefix = service_name + "#"
+        for key in [k for k in self.proxies if k == service_name or k.startswith(prefix)]:
+            self.proxies.pop(key).close()
+        for rec_key in [service_name, *self.store.keys(PROXIES, prefix)]:
+            self.store.delete(PROXIES, rec_key)
+
+    def close(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.close()
+        self.proxies.clear()

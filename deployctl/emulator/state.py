@@ -48,6 +48,10 @@ class Store:
             items = self._load(collection)
             return [copy.deepcopy(v) for k, v in sorted(items.items()) if k.startswith(prefix)]
 
+    def keys(self, collection: str, prefix: str = "") -> list[str]:
+        with self._lock:
+            return sorted(k for k in self._load(collection) if k.startswith(prefix))
+
     def put(self, collection: str, key: str, value: dict) -> None:
         with self._lock:
             self._load(collection)[key] = copy.deepcopy(value)

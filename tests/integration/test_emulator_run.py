@@ -169,13 +169,19 @@ def test_unhealthy_revision_never_takes_traffic(run, clients):
     good = run.deploy(sid, ContainerSpec(image="local/app", command=["python"], args=APP, env={"V": "good"},
                                          startup_path="/health", probe_period=1))
     failures: list[str] = []
+    served: list[int] = []
     stop = threading.Event()
 
     def hammer() -> None:
         while not stop.is_set():
-            status, body = get(good.uri + "/env/V")
+            try:
+                status, body = get(good.uri + "/env/V")
+            except OSError as e:  # refused, reset, timed out: a failed request too
+                status, body = 0, repr(e)
             if (status, body) != (200, "good"):
                 failures.append(f"{status} {body}")
+            else:
+                served.append(status)
             time.sleep(0.02)
 
     loop = threading.Thread(target=hammer)
@@ -190,6 +196,8 @@ def test_unhealthy_revision_never_takes_traffic(run, clients):
         loop.join(10)
     assert info.value.code == "revision-failed"
     assert failures == []
+    # The loop really ran throughout the ~2 s rollout (a hung request would make "no failure" mean nothing).
+    assert len(served) >= 20, len(served)
     after = run.get(sid)
     assert after.serving == [good.latest_ready] and after.latest_ready == good.latest_ready
     assert after.latest_created != good.latest_ready and not after.ready
@@ -354,92 +362,6 @@ def test_cancel_kills_the_task(clients, jobs, emulator):
     with pytest.raises(gexc.Cancelled):
         clients.policy.wait(op, deadline=10)
     assert not [p for p in emulator.component("run").list_processes() if p.get("execution") == name]
-
-
-# --- surviving a SIGKILL of the emulator --------------------------------------------------------------
-def _start_emulator(state_dir):
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
-    env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
-    proc = subprocess.Popen([sys.executable, "-m", "deployctl.emulator", "--state-dir", str(state_dir),
-                             "--port", "0", "--project-root", str(ROOT)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env=env, cwd=ROOT, text=True)
-    line = proc.stdout.readline()
-    assert line, "the emulator did not print its address"
-    return proc, json.loads(line)["grpc"]
-
-
-def _recorded_pids(state_dir) -> set[int]:
-    path = state_dir / "state" / "processes.json"
-    return {int(r["pid"]) for r in json.loads(path.read_text()).values()} if path.exists() else set()
-
-
-def _alive(pid: int) -> bool:
-    """Running, and not a zombie waiting for its (killed) parent's reaper."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def test_sigkill_mid_deploy_then_restart(tmp_path):
-    import signal
-
-    from deployctl.cloud.clients import Clients
-
-    state = tmp_path / "emu"
-    proc, address = _start_emulator(state)
-    c = Clients(emulator_host=address)
-    try:
-        run, jobs = RunServices(c, PROJECT, REGION), RunJobs(c, PROJECT, REGION)
-        first = run.deploy("keep", ContainerSpec(image="a", command=["python"], args=APP, env={"V": "one"},
-                                                 startup_path="/health", probe_period=1))
-        jobs.apply("long", task_spec(0, "60"))
-        running = c.jobs.run_job(name=jobs.job_name("long"), **c.policy.call())
-        svc = c.services.get_service(name=first.name, **c.policy.call())
-        svc.template.containers[0].env[:] = [t.EnvVar(name="V", value="two"),
-                                             t.EnvVar(name="APP_START_DELAY", value="1.5")]
-        rollout = c.services.update_service(service=svc, **c.policy.call())
-        deadline = time.monotonic() + 10
-        while len(_recorded_pids(state)) < 3:  # old revision, new revision, task
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        orphans = _recorded_pids(state)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        c.close()
-        assert all(_alive(p) for p in orphans)  # nobody ended them yet
-
-        proc, address = _start_emulator(state)
-        c = Clients(emulator_host=address)
-        run, jobs = RunServices(c, PROJECT, REGION), RunJobs(c, PROJECT, REGION)
-        assert not [p for p in orphans if _alive(p)]
-        # The interrupted rollout's operation, polled by name on the new emulator, completes.
-        from google.api_core import operation as gop
-        from google.cloud.run_v2.types import Service
-
-        op = gop.from_gapic(rollout.operation, c.services._transport.operations_client, Service,
-                            metadata_type=Service)
-        after = c.policy.wait(op, deadline=30)
-        assert after.uri == first.uri and after.generation == 2
-        assert after.latest_ready_revision == after.latest_created_revision
-        assert get(first.uri + "/env/V") == (200, "two")
-        assert [r.id for r in run.revisions("keep")][1] == first.latest_ready
-        ex = jobs.execution(running.metadata.name)
-        assert ex.done and not ex.succeeded and "emulator restarted" in ex.message
-        children = _recorded_pids(state)
-        assert children
-    finally:
-        c.close()
-        proc.terminate()
-        proc.wait(20)
-    assert not [p for p in children if _alive(p)]
-    assert _recorded_pids(state) == set()
 
 
 def test_a_crashed_revision_is_restarted(run, emulator):
