@@ -1,7 +1,8 @@
-"""deployctl's benchmarks: each measures deployctl side by side with a baseline in one run, and records the
-ratio in bench/RESULTS.md. Not a test: nothing here asserts a time.
+"""deployctl's benchmarks: each measures deployctl side by side with a baseline, interleaved, in one run, and
+records the medians and their ratio in bench/RESULTS.md (and bench/results.json). Not a test: nothing here
+asserts a time. RESULTS.md always holds one run only: running a subset writes a file that says so.
 
-    .venv/bin/python bench/bench.py            # every benchmark
+    .venv/bin/python bench/bench.py            # every benchmark (a few minutes)
     .venv/bin/python bench/bench.py startup    # one
 """
 
@@ -53,8 +54,10 @@ app()
 @benchmark("startup")
 def startup() -> dict:
     """`deployctl --help` against a bare Typer app with one command (both: a fresh interpreter)."""
-    bare = timed([sys.executable, "-c", BARE_TYPER, "--help"])
-    ours = timed([sys.executable, "-m", "deployctl", "--help"])
+    bare, ours = [], []
+    for _ in range(7):  # interleaved, so a busy moment of the machine hits both alike
+        bare += timed([sys.executable, "-c", BARE_TYPER, "--help"], runs=1)
+        ours += timed([sys.executable, "-m", "deployctl", "--help"], runs=1)
     return {"title": "CLI start-up: `deployctl --help` vs a bare Typer app",
             "baseline": statistics.median(bare), "deployctl": statistics.median(ours),
             "unit": "s", "runs": len(ours)}
@@ -87,15 +90,21 @@ def local_up() -> dict:
             "runs": len(ours)}
 
 
-def _fleet(tmp: Path, count: int, prefix: str) -> Path:
-    """A config dir declaring `count` services that each run bench/slow_health.py (300 ms per answer)."""
+def _names(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}-{i:02d}" for i in range(count)]
+
+
+def _fleet(tmp: Path, count: int, prefix: str, *more: tuple[str, int]) -> Path:
+    """A config dir declaring `count` services named prefix-NN (and more groups) that each run
+    bench/slow_health.py (300 ms per answer)."""
     config_dir = tmp / "configs"
     config_dir.mkdir(parents=True, exist_ok=True)
     text = ('[environment]\nproject = "deployctl-bench"\nregion = "us-central1"\nemulator = true\n')
-    for i in range(count):
-        text += (f'\n[services.{prefix}-{i:02d}]\nimage = "local/bench:dev"\n'
-                 f'command = ["{sys.executable}", "{ROOT / "bench" / "slow_health.py"}"]\n'
-                 'health = ["/health"]\nstartup_probe = { path = "/health", period = 1 }\n')
+    for group, n in ((prefix, count), *more):
+        for name in _names(group, n):
+            text += (f'\n[services.{name}]\nimage = "local/bench:dev"\n'
+                     f'command = ["{sys.executable}", "{ROOT / "bench" / "slow_health.py"}"]\n'
+                     'health = ["/health"]\nstartup_probe = { path = "/health", period = 1 }\n')
     (config_dir / "local.toml").write_text(text)
     return config_dir
 
@@ -120,8 +129,11 @@ def status_fan_out() -> dict:
         state, config_dir = Path(tmp) / "state", _fleet(Path(tmp), 20, "slow")
         try:
             _deployctl(config_dir, state, "deploy", "--all", "--no-status", "--gate-successes", "1")
-            names = [f"slow-{i:02d}" for i in range(20)]
-            times = {n: [_deployctl(config_dir, state, "status", *names[:n]) for _ in range(3)] for n in (1, 5, 20)}
+            names = _names("slow", 20)
+            times: dict[int, list[float]] = {1: [], 5: [], 20: []}
+            for _ in range(3):  # interleaved
+                for n in times:
+                    times[n].append(_deployctl(config_dir, state, "status", *names[:n]))
         finally:
             _down(config_dir, state)
     med = {n: statistics.median(t) for n, t in times.items()}
@@ -131,18 +143,21 @@ def status_fan_out() -> dict:
 
 @benchmark("deploy")
 def deploy_fan_out() -> dict:
-    """First `deployctl deploy` of 6 independent services vs of 1 (fresh local cloud each, already started)."""
-    out = {}
-    for count in (1, 6):
-        with tempfile.TemporaryDirectory() as tmp:
-            state, config_dir = Path(tmp) / "state", _fleet(Path(tmp), count, "dep")
-            try:
-                _deployctl(config_dir, state, "local", "up")
-                out[count] = _deployctl(config_dir, state, "deploy", "--all", "--no-status")
-            finally:
-                _down(config_dir, state)
-    return {"title": "`deployctl deploy`: 6 independent services vs 1", "baseline": out[1], "deployctl": out[6],
-            "unit": "s", "runs": 1}
+    """The first `deployctl deploy` of 6 independent services vs of 1, interleaved (1, 6, 1, 6, ...), in one
+    local cloud started beforehand: each sample deploys services of its own, so every deploy is a first one."""
+    groups = [(f"d{k}c{count}", count) for k in range(3) for count in (1, 6)]
+    samples: dict[int, list[float]] = {1: [], 6: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        state, config_dir = Path(tmp) / "state", _fleet(Path(tmp), 0, "none", *groups)
+        try:
+            _deployctl(config_dir, state, "local", "up")
+            for prefix, count in groups:
+                samples[count].append(_deployctl(config_dir, state, "deploy", *_names(prefix, count), "--no-status"))
+        finally:
+            _down(config_dir, state)
+    return {"title": "`deployctl deploy`: 6 independent services vs 1", "baseline": statistics.median(samples[1]),
+            "deployctl": statistics.median(samples[6]), "unit": "s", "runs": len(samples[6]),
+            "samples": {str(k): v for k, v in samples.items()}}
 
 
 @benchmark("doctor")
@@ -179,24 +194,40 @@ def doctor() -> dict:
             "runs": len(totals)}
 
 
+UNREACHABLE_IP = "10.255.255.1"  # a private address nothing answers on
+
+
+def _bare_connect(host: str, timeout: float) -> float:
+    """The baseline: a bare pg8000 connect to the same address with the same timeout, as a fresh process."""
+    code = ("import sys, ssl, time, pg8000.native as p\nt = time.perf_counter()\n"
+            "try:\n    p.Connection('probe', password='x', host=sys.argv[1], port=5432, database='postgres',\n"
+            "                 timeout=float(sys.argv[2]), ssl_context=ssl.create_default_context())\n"
+            "except Exception:\n    pass\n")
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code, host, str(timeout)], capture_output=True, cwd=ROOT)
+    return time.perf_counter() - t
+
+
 @benchmark("doctor-unreachable")
 def doctor_unreachable() -> dict:
-    """`doctor --timeout 2` (a subprocess) when the database's private IP answers nothing (10.255.255.1)
-    against that 2 s probe timeout: the run must end about one timeout later, not at the driver's default."""
+    """`doctor --timeout 2` (a whole CLI run) when the database's private IP answers nothing, against a bare
+    pg8000 connect to that address with the same 2 s timeout (also a fresh interpreter), interleaved: the
+    doctor run should cost about one probe timeout, not the driver's default or one timeout per check."""
     timeout = 2.0
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         (base / "configs").mkdir()
         text = (ROOT / "configs" / "local.toml").read_text()
         (base / "configs" / "local.toml").write_text(
-            text.replace('ssl = "require"', 'ssl = "require"\nprivate_ip = "10.255.255.1"'))
+            text.replace('ssl = "require"', f'ssl = "require"\nprivate_ip = "{UNREACHABLE_IP}"'))
         os.symlink(ROOT / "migrations", base / "migrations")
         env = {"DEPLOYCTL_STATE_DIR": str(base / "state"), "CI": "true", "DEPLOYCTL_CONFIG_DIR": str(base / "configs")}
         subprocess.run([sys.executable, "-m", "deployctl", "local", "up"], env={**os.environ, **env},
                        capture_output=True, cwd=ROOT, check=True)
         try:
-            runs = []
+            bare, runs = [], []
             for _ in range(3):
+                bare.append(_bare_connect(UNREACHABLE_IP, timeout))
                 t = time.perf_counter()
                 subprocess.run([sys.executable, "-m", "deployctl", "--timeout", str(timeout), "doctor",
                                 "cross-chain-integration"], env={**os.environ, **env}, capture_output=True,
@@ -205,20 +236,31 @@ def doctor_unreachable() -> dict:
         finally:
             subprocess.run([sys.executable, "-m", "deployctl", "--yes", "local", "down", "--purge"],
                            env={**os.environ, **env}, capture_output=True, cwd=ROOT)
-    return {"title": "`doctor` on an unreachable database (whole CLI run) vs its 2 s probe timeout",
-            "baseline": timeout, "deployctl": statistics.median(runs), "unit": "s", "runs": len(runs)}
+    return {"title": f"`doctor --timeout {timeout:g}` on an unreachable database vs a bare pg8000 connect with "
+                     f"that timeout (both whole processes)",
+            "baseline": statistics.median(bare), "deployctl": statistics.median(runs), "unit": "s", "runs": len(runs)}
 
 
-def write(results: dict[str, dict]) -> None:
-    previous = json.loads(RAW.read_text()) if RAW.exists() else {}
-    previous.update(results)
-    RAW.write_text(json.dumps(previous, indent=2) + "\n")
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                           cwd=ROOT).stdout.strip()
+    return (out.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty else "")
+
+
+def write(results: dict[str, dict], *, complete: bool) -> None:
+    """bench/RESULTS.md and results.json for this run alone (an older run's rows are never kept)."""
+    commit = _commit()
+    RAW.write_text(json.dumps({"commit": commit, "complete": complete, "results": results}, indent=2) + "\n")
+    scope = ("every benchmark" if complete
+             else f"only {', '.join(results)} (a partial run: the other benchmarks were not run)")
     lines = ["# Benchmark results", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}. "
-             "Each row measures deployctl and its baseline side by side in one run (medians); "
-             "the ratio is what to compare across runs.", "",
+             f"Commit {commit}, {time.strftime('%Y-%m-%d')}; {scope}. Machine: {platform.machine()}, "
+             f"{os.cpu_count()} cores, Python {platform.python_version()}. Each row measures deployctl and its "
+             "baseline side by side, interleaved, in this one run (medians of the runs shown); the ratio is what "
+             "to compare across machines.", "",
              "| benchmark | baseline | deployctl | ratio | runs |", "|---|---|---|---|---|"]
-    for r in previous.values():
+    for r in results.values():
         ratio = r["deployctl"] / r["baseline"] if r["baseline"] else float("nan")
         lines.append(f"| {r['title']} | {r['baseline']:.3f} {r['unit']} | {r['deployctl']:.3f} {r['unit']} | "
                      f"{ratio:.2f}× | {r['runs']} |")
@@ -237,7 +279,7 @@ def main(argv: list[str]) -> None:
         r = results[name]
         print(f"bench: {name}: baseline {r['baseline']:.3f} {r['unit']}, deployctl {r['deployctl']:.3f} "
               f"{r['unit']} ({r['deployctl'] / r['baseline']:.2f}×)", file=sys.stderr)
-    write(results)
+    write(results, complete=set(names) == set(BENCHMARKS))
 
 
 if __name__ == "__main__":
