@@ -1,6 +1,9 @@
 """The JUnit XML report (the format CI systems render natively): one testsuite per check, one testcase per
 step; an unmet expectation is a <failure>, a step that could not run an <error>, a step not run <skipped>.
-Every text passes through deployctl.redact, and the whole document once more before it is written."""
+It validates against the common junit-10.xsd (Jenkins xunit's, which CI systems accept): `skipped` is counted on
+each <testsuite>, never on <testsuites>, which that schema does not allow.
+Every text passes through deployctl.redact, and the whole document once more before it is written; characters
+XML 1.0 forbids (NUL, ESC and the other controls a response body may hold) become visible escapes."""
 
 from __future__ import annotations
 
@@ -12,15 +15,22 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from deployctl import errors, redact
+from deployctl.deploy.printable import printable
 from deployctl.verify.model import ERROR, FAILED, SKIPPED, StepReport
 
 
-def _counts(reports: list[StepReport]) -> dict[str, str]:
-    return {"tests": str(len(reports)),
-            "failures": str(sum(r.outcome == FAILED for r in reports)),
-            "errors": str(sum(r.outcome == ERROR for r in reports)),
-            "skipped": str(sum(r.outcome == SKIPPED for r in reports)),
-            "time": f"{sum(r.elapsed for r in reports):.3f}"}
+def _counts(reports: list[StepReport], *, skipped: bool = True) -> dict[str, str]:
+    out = {"tests": str(len(reports)),
+           "failures": str(sum(r.outcome == FAILED for r in reports)),
+           "errors": str(sum(r.outcome == ERROR for r in reports)),
+           "time": f"{sum(r.elapsed for r in reports):.3f}"}
+    if skipped:
+        out["skipped"] = str(sum(r.outcome == SKIPPED for r in reports))
+    return out
+
+
+def _clean(text: str) -> str:
+    return printable(redact.redact(text))
 
 
 def _details(r: StepReport) -> str:
@@ -33,7 +43,8 @@ def _details(r: StepReport) -> str:
 
 
 def document(reports: list[StepReport], *, environment: str) -> str:
-    root = ET.Element("testsuites", {"name": f"deployctl verify ({environment})", **_counts(reports)})
+    root = ET.Element("testsuites", {"name": f"deployctl verify ({environment})",
+                                     **_counts(reports, skipped=False)})
     stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     checks = list(dict.fromkeys(r.check for r in reports))
     for i, check in enumerate(checks):
@@ -52,10 +63,10 @@ def document(reports: list[StepReport], *, environment: str) -> str:
                 ET.SubElement(case, "skipped", {"message": r.message})
             if r.request:
                 ET.SubElement(case, "system-out").text = "\n".join(r.request)
-    for element in root.iter():  # redact every attribute and text, not only the ones known to hold values
-        element.attrib = {k: redact.redact(v) for k, v in element.attrib.items()}
+    for element in root.iter():  # every attribute and text, not only the ones known to hold values
+        element.attrib = {k: _clean(v) for k, v in element.attrib.items()}
         if element.text:
-            element.text = redact.redact(element.text)
+            element.text = _clean(element.text)
     ET.indent(root)
     return redact.redact('<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
 

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from deployctl import errors, redact
 from deployctl.config import Check, CheckStep, Expectation
+from deployctl.deploy.printable import printable
 from deployctl.verify import template
 from deployctl.verify.model import ERROR, FAILED, PASSED, SKIPPED, StepReport
 
@@ -100,7 +101,7 @@ class Runner:
             if report.failures:
                 report.body = first_lines(response.text)
         except _StepError as e:
-            report.outcome, report.failures = ERROR, [redact.redact(str(e))]
+            report.outcome, report.failures = ERROR, [printable(redact.redact(str(e)), newlines=False)]
         finally:
             report.elapsed = round(time.monotonic() - started, 3)
 
@@ -145,7 +146,7 @@ class Runner:
             if var not in values:
                 failures.append(f"save_secret {var}: the answer has no {path}")
         saved[step.name] = values
-        return [redact.redact(f) for f in failures]
+        return [printable(redact.redact(f), newlines=False) for f in failures]
 
     def _resolver(self, saved: dict):
         def resolve(ref: template.Ref):
@@ -200,7 +201,8 @@ def check_field(doc, path: str, want: Expectation, resolve) -> list[str]:
 
 
 def _show(value) -> str:
-    text = json.dumps(value, default=str)
+    """A value for a failure message: redacted before it is cut (a cut secret matches no registered form)."""
+    text = redact.redact(json.dumps(value, default=str))
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -210,7 +212,7 @@ def describe_request(method: str, url: str, headers: dict, body) -> list[str]:
         lines.append(f"{name}: {redact.MASK if name.lower() in SENSITIVE_HEADERS else value}")
     if body is not None:
         lines.append(json.dumps(body, default=str))
-    return [redact.redact(line) for line in lines]
+    return [printable(redact.redact(line), newlines=False) for line in lines]
 
 
 def first_lines(text: str, limit: int = BODY_LINES) -> list[str]:
@@ -219,7 +221,7 @@ def first_lines(text: str, limit: int = BODY_LINES) -> list[str]:
         text = json.dumps(json.loads(text), indent=2)
     except ValueError:
         pass
-    lines = redact.redact(text).splitlines()
+    lines = [printable(line) for line in redact.redact(text).splitlines()]
     out = [line if len(line) <= LINE_WIDTH else line[:LINE_WIDTH - 3] + "..." for line in lines[:limit]]
     if len(lines) > limit:
         out.append(f"... ({len(lines) - limit} more lines)")

@@ -19,6 +19,8 @@ from deployctl.verify.runner import Runner
 
 SECRET = "pepper-Zq9-unit-secret"
 ISSUED = "ak_0123456789ab_unit-issued-key-value-000000"
+LONG = "tok_" + "A1b2C3d4E5" * 10  # longer than the 80 characters a value is cut to in a failure message
+JUNIT_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "schemas" / "junit-10.xsd"
 
 
 def test_render_keeps_types_for_a_whole_reference_and_inserts_text_elsewhere():
@@ -75,6 +77,15 @@ class Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length) or b"{}")
         if self.path == "/keys":
             self._send(201, {"key": ISSUED, "id": "0123456789ab", "token": self.headers.get("X-Token")})
+        elif self.path == "/long":
+            self._send(201, {"token": LONG})
+        elif self.path == "/hostile":
+            data = b'{"error": "\x1b]0;pwned\x07\x1b[2J\x00 down"}'
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         else:
             self._send(200, {"valid": body.get("key") == ISSUED, "n": 3})
 
@@ -133,3 +144,29 @@ def test_unreachable_service_and_unreadable_secret_are_errors():
     assert issue.outcome == "error" and "secret pepper" in issue.message
     [issue, _] = Runner({"svc": "http://127.0.0.1:9"}, lambda s, v: SECRET).run([flow()])
     assert issue.outcome == "error" and issue.message.startswith("request failed")
+
+
+def step_check(**step) -> Check:
+    return Check.model_validate({"name": "c", "steps": [{"name": "s", "service": "svc", **step}]})
+
+
+def test_a_long_secret_is_masked_before_a_failure_message_cuts_it(server, tmp_path):
+    check = step_check(method="POST", path="/long", expect_status=201, save_secret={"t": "token"},
+                       expect={"token": {"matches": "^nope"}})
+    [report] = Runner({"svc": server}, lambda sid, v: SECRET).run([check])
+    assert report.outcome == "failed" and report.failures == ['token: "***" does not match /^nope/']
+    text = junit.write(tmp_path / "r.xml", [report], environment="unit").read_text()
+    everything = text + "".join(report.failures + report.body + report.request)
+    assert LONG[:20] not in everything  # not even a prefix of it
+
+
+def test_control_characters_in_an_answer_never_reach_the_report_raw(server, tmp_path):
+    import xmlschema
+
+    [report] = Runner({"svc": server}, lambda sid, v: SECRET).run([step_check(method="POST", path="/hostile")])
+    assert report.outcome == "failed" and report.status == 500
+    shown = "\n".join(report.body)
+    assert "\x1b" not in shown and "\x00" not in shown and "\\x1b]0;pwned\\x07" in shown
+    text = junit.write(tmp_path / "r.xml", [report], environment="unit").read_text()
+    xmlschema.XMLSchema(str(JUNIT_SCHEMA)).validate(text)  # well-formed, and valid against junit-10.xsd
+    assert "\\x1b[2J" in text and "\x1b" not in text
