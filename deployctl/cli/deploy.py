@@ -16,7 +16,9 @@ def deploy(ctx: typer.Context,
            dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and change nothing."),
            detailed_exitcode: bool = typer.Option(
                False, "--detailed-exitcode",
-               help="With --dry-run: exit 0 when there are no changes, 2 when changes are pending, 1 on error."),
+               help="With --dry-run (Terraform's convention): exit 0 when there are no changes, 2 when changes "
+                    "are pending, 1 when the plan failed. Usage and config errors also exit 2: with --json, a plan "
+                    "with changes has \"ok\": true and data.changes_pending, a usage error \"ok\": false."),
            no_migrate: bool = typer.Option(False, "--no-migrate", help="Do not run pending migrations first."),
            images: list[str] = typer.Option(None, "--image", metavar="SERVICE=IMAGE",
                                             help="Deploy this image instead of the config's (repeatable)."),
@@ -25,11 +27,14 @@ def deploy(ctx: typer.Context,
            gate_deadline: float = typer.Option(60.0, "--gate-deadline", min=0.5,
                                                help="Seconds the new revision has to pass the health gate."),
            no_status: bool = typer.Option(False, "--no-status", help="Skip the status matrix at the end."),
-           verify: bool = typer.Option(False, "--verify", help="After traffic moves, run the service's checks "
-                                       "(`deployctl verify`); on failure move traffic back.")) -> None:
+           verify: bool = typer.Option(False, "--verify", help="Once traffic has moved (per depends_on wave), "
+                                       "run the checks of the changed services (`deployctl verify`); move a "
+                                       "service whose step failed back to its previous revision."),
+           force: bool = typer.Option(False, "--force", help="Move traffic to a revision that was rolled back or "
+                                      "failed verify, when the plan would (refused otherwise).")) -> None:
     """Plan, migrate, roll out a new revision with no traffic, health-gate it, then shift traffic to it."""
     execute(ctx, "deploy:deploy", services or None, all_, dry_run, not no_migrate, detailed_exitcode,
-            gate_successes, gate_deadline, not no_status, verify, images or None, schema="deploy")
+            gate_successes, gate_deadline, not no_status, verify, images or None, force, schema="deploy")
 
 
 def rollback(ctx: typer.Context, service: str = typer.Argument(..., help="The service."),

@@ -1,4 +1,10 @@
-"""`deployctl rollback SERVICE [--to REVISION]`: all traffic to the previous (or the named) ready revision."""
+"""`deployctl rollback SERVICE [--to REVISION]`: all traffic to the previous (or the named) ready revision.
+
+Without --to, the target is the newest ready revision older than what serves that passed the health gate and was
+not itself withdrawn (deploy/history.py). The newer revisions traffic moves away from are marked as rolled back,
+so a plain `deploy` does not quietly promote them again; `--to` a newer revision is a roll forward and marks
+nothing.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ class RollbackResult(Result):
 
 def rollback(ctx: Context, service: str, to: str | None = None) -> RollbackResult:
     from deployctl.cloud.run import RunServices, TrafficTarget
+    from deployctl.deploy import history
 
     ctx.config.service(service)
     run = RunServices(ctx.clients, ctx.project, ctx.region)
@@ -40,15 +47,11 @@ def rollback(ctx: Context, service: str, to: str | None = None) -> RollbackResul
                              "refusing to send traffic to it",
                              hint="pick a ready revision (`deployctl status` shows them) or deploy a fix")
     else:
-        serving = [by_id[r] for r in live.serving if r in by_id]
-        newest_serving = max((r.generation for r in serving), default=max(
-            (r.generation for r in revisions), default=0) + 1)
-        older = [r for r in revisions if r.generation < newest_serving and r.ready and r.id not in live.serving]
-        if not older:
-            raise UsageError(f"service {service} has no earlier ready revision to roll back to",
-                             hint="name one with --to REVISION")
-        target = older[0]
+        target = history.rollback_target(live, revisions)
     ctx.progress(service, f"moving all traffic to {target.id}")
-    svc = run.set_traffic(service, [TrafficTarget(percent=100, revision=target.id)],
-                          deadline=ctx.config.environment.deploy_timeout)
+    # Only revisions newer than the target are rolled back; `--to` a newer one is a roll forward.
+    newer = [r for r in live.serving if r in by_id and by_id[r].generation > target.generation]
+    svc = run.set_traffic(service, [TrafficTarget(percent=100, revision=target.id)], etag=live.etag,
+                          deadline=ctx.config.environment.deploy_timeout,
+                          annotations=history.after_rollback(live, newer, target.id))
     return RollbackResult(service=service, revision=target.id, previous=live.serving, url=svc.uri)

@@ -41,7 +41,9 @@ class Health(BaseModel):
 class ServiceRow(BaseModel):
     service: str
     deployed: bool
-    error: str | None = None
+    error: str | None = None  # the service could not be read (and why)
+    error_code: str | None = None
+    error_hint: str | None = None
     url: str | None = None
     serving: str | None = None  # the revision with the most traffic
     latest_created: str | None = None
@@ -61,8 +63,15 @@ class StatusResult(Result):
     services: list[ServiceRow]
 
     def exit_code(self) -> ExitCode:
+        if any(s.error for s in self.services):  # a row that could not be read is a failure, not a warning
+            return ExitCode.FAILED
         bad = any(not s.healthy or s.migrations.state in ("pending", "unknown") for s in self.services)
         return ExitCode.DEGRADED if bad else ExitCode.OK
+
+    def errors(self) -> list[dict]:
+        return [{"code": s.error_code or "status-unreadable", "message": f"{s.service}: {s.error}",
+                 "hint": s.error_hint or f"check access to service {s.service}, then run `deployctl status` again"}
+                for s in self.services if s.error]
 
     def view(self) -> list[views.Block]:
         return [views.Table(["service", "revision (serving / latest)", "ready", "migrations", "health", "url"],
@@ -108,7 +117,8 @@ def to_rows(statuses) -> list[ServiceRow]:
         m = st.migrations
         main = max(st.serving, key=lambda t: t[1], default=None)
         rows.append(ServiceRow(
-            service=st.service, deployed=st.deployed, error=st.error, url=st.url,
+            service=st.service, deployed=st.deployed, error=st.error, error_code=st.error_code,
+            error_hint=st.error_hint, url=st.url,
             serving=main[0] if main and main[1] else None, latest_created=st.latest_created,
             latest_ready=st.latest_ready, pinned=st.pinned,
             traffic=[Traffic(revision=r, percent=p, tag=t) for r, p, t in st.serving], ready=st.ready,

@@ -1,5 +1,9 @@
 """The Cloud Run service a config entry asks for, fully resolved: secret versions pinned, the database URL as a
-secret env var, probes on the health paths, and labels recording who deployed it from which config."""
+secret env var, probes on the health paths, resources and ingress, other services' URLs filled into env values
+that reference them (`${service:NAME}`), and labels recording who deployed it from which config.
+
+A setting Cloud Run cannot express the way the config says is a ConfigError here, in the plan: never deployed
+as something else."""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import hashlib
 import json
 import re
 import threading
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 
 from deployctl import __version__
 from deployctl.cloud.run import ContainerSpec
@@ -16,6 +21,10 @@ from deployctl.errors import ConfigError
 
 VERSION_LABEL = "deployctl-version"
 DIGEST_LABEL = "deployctl-config"
+# An env value may hold another service's URL: "${service:api-key-service}" (resolved at deploy time).
+SERVICE_REF = re.compile(r"\$\{service:([^{}]*)\}")
+
+UrlOf = Callable[[str], "str | None"]  # service id -> its deployed URL (None: not deployed yet)
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,7 @@ class DesiredService:
     depends_on: list[str]
     has_database: bool
     digest: str  # of the spec without labels: what the deployctl-config label records
+    unresolved: list[str] = field(default_factory=list)  # referenced services with no URL yet (built again later)
 
 
 def label_value(text: str) -> str:
@@ -64,10 +74,50 @@ class SecretPinner:
         return f"{secret_id}:{self._cache[secret_id]}"
 
 
-def build(ctx: Context, name: str, pinner: SecretPinner) -> DesiredService:
+def resolve_service_refs(name: str, env: dict[str, str], depends_on: list[str], known: list[str],
+                         url_of: UrlOf | None) -> tuple[dict[str, str], list[str]]:
+    """env with every `${service:NAME}` replaced by NAME's URL; and the names whose URL is not known yet (their
+    references stay as written until they are deployed: a depends_on service is deployed first)."""
+    unresolved: list[str] = []
+    out = {}
+    for key, value in env.items():
+        def one(m: re.Match, key: str = key) -> str:
+            ref = m.group(1)
+            if ref not in known:
+                raise ConfigError(f"services.{name}.env.{key}: ${{service:{ref}}} names no service in the config",
+                                  hint=f"use one of: {', '.join(known)}")
+            if ref not in depends_on:
+                raise ConfigError(f"services.{name}.env.{key} uses the URL of {ref}, which is not in "
+                                  f"services.{name}.depends_on", hint=f"add depends_on = [\"{ref}\"] (so {ref} is "
+                                  "deployed, and its URL known, before this service)")
+            url = url_of(ref) if url_of else None
+            if not url:
+                unresolved.append(ref)
+                return m.group(0)
+            return url
+        out[key] = SERVICE_REF.sub(one, value)
+    return out, list(dict.fromkeys(unresolved))
+
+
+def _probe_timeout(name: str, probe, period: int) -> int:
+    """Cloud Run takes whole seconds, at most the probe's period. An explicit timeout that cannot be sent as
+    written is refused; the default adapts to a short period."""
+    if "timeout" not in probe.model_fields_set:
+        return max(1, min(int(probe.timeout), period))
+    if probe.timeout != int(probe.timeout):
+        raise ConfigError(f"services.{name}.startup_probe.timeout = {probe.timeout:g}: Cloud Run takes whole "
+                          "seconds", hint=f"use {int(probe.timeout) or 1} or {int(probe.timeout) + 1}")
+    if int(probe.timeout) > period:
+        raise ConfigError(f"services.{name}.startup_probe.timeout ({int(probe.timeout)} s) is longer than its "
+                          f"period ({period} s); Cloud Run requires timeout <= period",
+                          hint=f"raise services.{name}.startup_probe.period to at least {int(probe.timeout)}")
+    return int(probe.timeout)
+
+
+def build(ctx: Context, name: str, pinner: SecretPinner, url_of: UrlOf | None = None) -> DesiredService:
     cfg = ctx.config
     svc = cfg.service(name)
-    env = dict(svc.env)
+    env, unresolved = resolve_service_refs(name, dict(svc.env), list(svc.depends_on), list(cfg.services), url_of)
     secrets = {k: pinner.pin(v, f"services.{name}.secrets.{k}") for k, v in svc.secrets.items()}
     cloudsql: list[str] = []
     if svc.database:
@@ -85,14 +135,16 @@ def build(ctx: Context, name: str, pinner: SecretPinner) -> DesiredService:
         if db.mode == "connector":
             cloudsql.append(cfg.instances[db.instance].connection_name)
     probe = svc.startup_probe
+    period = max(1, round(probe.period))
     spec = ContainerSpec(
         image=svc.image, command=list(svc.command or []), args=list(svc.args or []), env=env, secrets=secrets,
-        port=svc.port, startup_path=probe.path, probe_period=max(1, round(probe.period)),
-        probe_failures=probe.failure_threshold, vpc_connector=cfg.vpc_connector_for(name),
+        port=svc.port, startup_path=probe.path, probe_period=period, probe_failures=probe.failure_threshold,
+        probe_timeout=_probe_timeout(name, probe, period), vpc_connector=cfg.vpc_connector_for(name),
         egress=cfg.network.egress, service_account=svc.service_account or cfg.environment.service_account,
         liveness_path=svc.health[0] if svc.health else None, min_instances=svc.min_instances,
-        max_instances=svc.max_instances, cloudsql_instances=cloudsql)
+        max_instances=svc.max_instances, cloudsql_instances=cloudsql, cpu=svc.cpu, memory=svc.memory,
+        ingress=svc.ingress)
     digest = spec_digest(spec)
     spec = replace(spec, labels={VERSION_LABEL: label_value(__version__), DIGEST_LABEL: digest})
     return DesiredService(name=name, spec=spec, health=list(svc.health), depends_on=list(svc.depends_on),
-                          has_database=svc.database is not None, digest=digest)
+                          has_database=svc.database is not None, digest=digest, unresolved=unresolved)

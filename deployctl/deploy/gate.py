@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from deployctl import interrupt
+from deployctl import interrupt, redact
+from deployctl.deploy.printable import printable
 
 DEFAULT_SUCCESSES = 3
 DEFAULT_DEADLINE = 60.0
@@ -49,18 +50,21 @@ def client(timeout: float = PROBE_TIMEOUT, connections: int = 20):
                         headers={"User-Agent": "deployctl-health"})
 
 
-def probe(http, base_url: str, path: str) -> ProbeResult:
+def probe(http, base_url: str, path: str, *, timeout: float | None = None) -> ProbeResult:
+    """One GET; `timeout` (seconds) overrides the client's for this request (the gate's remaining time)."""
     import httpx
 
     started = time.perf_counter()
     try:
-        resp = http.get(base_url.rstrip("/") + path)
+        resp = http.get(base_url.rstrip("/") + path,
+                        **({"timeout": httpx.Timeout(timeout)} if timeout is not None else {}))
     except httpx.TimeoutException:
         return ProbeResult(path, None, None, "timeout")
     except httpx.HTTPError as e:
         return ProbeResult(path, None, None, type(e).__name__)
     latency = (time.perf_counter() - started) * 1000
-    body = "" if resp.status_code == 200 else resp.text[:200].strip()
+    # The answer's own reason, redacted first (a cut must not leave a secret's prefix) and made printable.
+    body = "" if resp.status_code == 200 else printable(redact.redact(resp.text)[:200].strip(), newlines=False)
     return ProbeResult(path, resp.status_code, round(latency, 1), body=body)
 
 
@@ -78,7 +82,11 @@ def gate(base_url: str, paths: list[str], *, successes: int = DEFAULT_SUCCESSES,
             for path in paths:
                 if streak[path] >= successes:
                     continue
-                result = probe(http, base_url, path)
+                remaining = deadline - (time.monotonic() - started)
+                if remaining <= 0:  # the deadline holds within a round too, not only between rounds
+                    break
+                interrupt.check()
+                result = probe(http, base_url, path, timeout=min(PROBE_TIMEOUT, max(remaining, 0.05)))
                 if result.ok:
                     streak[path] += 1
                 else:

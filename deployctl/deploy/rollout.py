@@ -1,27 +1,29 @@
-"""Rolling out services: plan every one, then per service (independent ones concurrently, `depends_on` first)
-migrate, create the new revision with no traffic under a "candidate" tag, gate it on its health paths through
-the tag's own URL, and only then move traffic to it. A failed gate leaves traffic where it was."""
+"""One service's rollout, as its plan says: migrate, then either create the new revision with no traffic under a
+"candidate" tag or tag the retained revision the plan moves traffic to, gate it on its health paths through the
+tag's own URL, and only then move all traffic to it, recording in the service that this revision passed the gate
+(history.py). A failed gate leaves traffic where it was; a failed revision's last log lines are shown, masked.
+schedule.py runs the rollouts of a deploy (concurrently, `depends_on` first).
+"""
 
 from __future__ import annotations
 
 import secrets
 import string
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 
-from deployctl import errors, interrupt, redact
-from deployctl.cloud.run import RunServices, Service, TrafficTarget
+from deployctl import errors, redact
+from deployctl.cloud.run import ContainerSpec, RunServices, Service, TrafficTarget
 from deployctl.context import Context
-from deployctl.deploy import desired as desired_mod
 from deployctl.deploy import gate as gate_mod
-from deployctl.deploy import migrations
-from deployctl.deploy.plan import UNCHANGED, ServicePlan, plan
+from deployctl.deploy import history, migrations
+from deployctl.deploy.plan import UNCHANGED, ServicePlan
+from deployctl.deploy.prepare import Prepared, Preparer
+from deployctl.deploy.printable import printable
 
 CANDIDATE_TAG = "candidate"
 DEPLOYED, UNCHANGED_, FAILED, SKIPPED, PLANNED = "deployed", "unchanged", "failed", "skipped", "planned"
-MAX_PARALLEL = 8
 LOG_LINES = 15
 
 
@@ -31,8 +33,9 @@ class Options:
     migrate: bool = True
     successes: int = gate_mod.DEFAULT_SUCCESSES
     gate_deadline: float = gate_mod.DEFAULT_DEADLINE
-    # Runs after traffic moved (deploy --verify): returns None, or why it failed after moving traffic back.
-    after_traffic: Callable[[Context, str, list[TrafficTarget]], str | None] | None = None
+    force: bool = False  # move traffic to a rolled-back / verify-failed revision when the plan would
+    # deploy --verify: runs once the rollouts of a wave have moved traffic; updates their outcomes in place.
+    verify: Callable[[Context, list[Outcome]], None] | None = None
 
 
 @dataclass
@@ -42,128 +45,56 @@ class Outcome:
     plan: ServicePlan | None = None
     revision: str | None = None  # the revision serving after this run (or the candidate that failed)
     previous: list[str] = field(default_factory=list)  # what served before
+    previous_traffic: list[TrafficTarget] = field(default_factory=list)  # its split, to move traffic back
     url: str | None = None
     reason: str = ""
     migrations: str = ""
     failed_probe: str | None = None
     logs: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    verify: str = ""  # deploy --verify: what the checks said about this service
+    verify_failed: bool = False
+
+    @property
+    def moved_traffic(self) -> bool:
+        """This run moved the traffic to a revision that did not have it (what verify can move back)."""
+        return self.status == DEPLOYED and bool(self.revision) and self.previous != [self.revision]
 
 
-@dataclass
-class Prepared:
-    desired: desired_mod.DesiredService
-    live: Service | None
-    plan: ServicePlan
-
-
-def prepare(ctx: Context, names: list[str]) -> dict[str, Prepared | errors.DeployctlError]:
-    """The desired state and plan of every service (concurrently: each is a few reads)."""
-    run = RunServices(ctx.clients, ctx.project, ctx.region)
-    pinner = desired_mod.SecretPinner(ctx)
-
-    def one(name: str) -> Prepared:
-        want = desired_mod.build(ctx, name, pinner)
-        live = run.find(name)
-        return Prepared(want, live, plan(want, live))
-
-    out: dict[str, Prepared | errors.DeployctlError] = {}
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(names) or 1)) as pool:
-        futures = {n: pool.submit(one, n) for n in names}
-        for name, fut in futures.items():
-            try:
-                out[name] = fut.result()
-            except errors.ConfigError:
-                raise
-            except errors.DeployctlError as e:
-                out[name] = e
-    return out
-
-
-def deploy_all(ctx: Context, names: list[str], opts: Options) -> list[Outcome]:
-    ctx.config, ctx.clients  # noqa: B018 - load once, before threads race to build them
-    prepared = prepare(ctx, names)
-    if opts.dry_run:
-        return [Outcome(n, FAILED, reason=p.message) if isinstance(p, errors.DeployctlError)
-                else Outcome(n, PLANNED if p.plan.pending else UNCHANGED_, plan=p.plan,
-                             previous=p.live.serving if p.live else []) for n, p in prepared.items()]
-    selected = set(names)
-    deps = {n: [d for d in ctx.config.services[n].depends_on if d in selected] for n in names}
-    outcomes: dict[str, Outcome] = {}
-    running: dict[Future, str] = {}
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(names) or 1)) as pool:
-        try:
-            while len(outcomes) < len(names):
-                for name in names:
-                    if name in outcomes or name in running.values():
-                        continue
-                    if any(outcomes.get(d) and outcomes[d].status in (FAILED, SKIPPED) for d in deps[name]):
-                        bad = [d for d in deps[name]
-                               if outcomes.get(d) and outcomes[d].status in (FAILED, SKIPPED)]
-                        outcomes[name] = Outcome(name, SKIPPED, reason=f"dependency failed: {', '.join(bad)}")
-                        ctx.progress(name, outcomes[name].reason, "skip")
-                    elif all(d in outcomes for d in deps[name]):
-                        running[pool.submit(_guarded, ctx, name, prepared[name], opts)] = name
-                if not running:
-                    continue
-                # A timeout keeps the main thread, where Ctrl-C lands, returning to Python regularly.
-                done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    outcomes[running.pop(fut)] = fut.result()
-        except KeyboardInterrupt:
-            raise _interrupted(names, prepared, outcomes, running) from None
-    return [outcomes[n] for n in names]
-
-
-def _interrupted(names: list[str], prepared: dict, outcomes: dict[str, Outcome],
-                 running: dict[Future, str]) -> interrupt.Cancelled:
-    """Ctrl-C: stop the workers at their next wait (within about a second) and say what was done and what not."""
-    interrupt.request()
-    wait(list(running), timeout=1.2)
-    done = [f"{o.service} {o.status}" + (f" ({o.revision})" if o.revision else "") for o in outcomes.values()]
-    not_done = []
-    for name in names:
-        if name in outcomes:
-            continue
-        live = getattr(prepared.get(name), "live", None)
-        serving = ", ".join(live.serving) if live else ""
-        started = name in running.values()
-        not_done.append(f"{name} {'stopped before moving traffic' if started else 'not started'}; serving stays "
-                        f"on {serving or 'no revision'}")
-    return interrupt.Cancelled(done, not_done)
-
-
-def _guarded(ctx: Context, name: str, prep, opts: Options) -> Outcome:
-    """One service's rollout; whatever goes wrong becomes its outcome, so the others carry on."""
-    if isinstance(prep, errors.DeployctlError):
-        ctx.progress(name, prep.message, "fail")
-        return Outcome(name, FAILED, reason=prep.message)
-    try:
-        return rollout(ctx, prep, opts)
-    except errors.DeployctlError as e:
-        ctx.progress(name, e.message, "fail")
-        return Outcome(name, FAILED, plan=prep.plan, reason=e.message)
-    except Exception as e:  # noqa: BLE001 - a bug in one service's rollout must not hide the others' results
-        ctx.progress(name, f"unexpected error: {type(e).__name__}: {e}", "fail")
-        return Outcome(name, FAILED, plan=prep.plan, reason=f"unexpected error: {type(e).__name__}")
-
-
-def _revision_id(service: str, digest: str) -> str:
-    suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
-    return f"{service}-{digest[:6]}-{suffix}"
-
-
-def rollout(ctx: Context, prep: Prepared, opts: Options) -> Outcome:
-    name, want, live, p = prep.desired.name, prep.desired, prep.live, prep.plan
+def rollout(ctx: Context, prep: Prepared, opts: Options, preparer: Preparer) -> Outcome:
+    if prep.desired.unresolved:  # a referenced service was created in this run: its URL is known now
+        warnings = prep.warnings
+        prep = preparer.one(prep.desired.name)
+        prep.warnings = warnings
+        if prep.desired.unresolved:
+            names = ", ".join(prep.desired.unresolved)
+            raise errors.CloudError(f"service {prep.desired.name}: its env uses the URL of {names}, which is not "
+                                    "deployed", hint=f"deploy {names} first (`deployctl deploy {names}`)",
+                                    code="dependency-missing")
+    name, want, p, live = prep.desired.name, prep.desired, prep.plan, prep.service
     run = RunServices(ctx.clients, ctx.project, ctx.region)
     previous = [TrafficTarget(percent=t.percent, revision=t.revision) for t in (live.traffic if live else [])
                 if t.percent and t.revision]
-    out = Outcome(name, FAILED, plan=p, previous=[t.revision for t in previous])
+    broken = [t.revision for t in previous if not (prep.live and prep.live.revisions.get(t.revision)
+                                                   and prep.live.revisions[t.revision].ready)]
+    if broken:  # traffic cannot stay on a revision that never became Ready (nor can a rollout name it)
+        ctx.progress(name, f"serving {', '.join(broken)} is not ready: the new revision takes all the traffic "
+                           "once it passes", "warn")
+        previous = []
+    out = Outcome(name, FAILED, plan=p, previous=[t.revision for t in previous], previous_traffic=previous,
+                  warnings=list(prep.warnings))
+    for warning in prep.warnings:
+        ctx.progress(name, warning, "warn")
+    if p.blocked:
+        raise errors.UsageError(p.blocked, code="deploy-blocked",
+                                hint="change the config (that makes a new revision), choose the revision "
+                                     f"deliberately with `deployctl rollback {name} --to REVISION`, or pass --force")
     if p.action == UNCHANGED:
         ctx.progress(name, f"unchanged (serving {', '.join(out.previous)})", "ok")
-        return replace(out, status=UNCHANGED_, revision=out.previous[0] if out.previous else None,
-                       url=live.uri if live else None)
-    ctx.progress(name, f"plan: {p.action}, {len(p.changes)} field(s) changed" + (f" ({p.reason})" if p.reason
-                                                                               else ""))
+        return replace(out, status=UNCHANGED_, revision=p.serving, url=live.uri if live else None)
+    how = "new revision" if p.new_revision else f"traffic to {p.target}" if p.target else "no new revision"
+    ctx.progress(name, f"plan: {p.action}, {len(p.changes)} field(s) changed, {how}"
+                       + (f" ({p.reason})" if p.reason else ""))
     if opts.migrate:
         m = migrations.run_pending(ctx, name)
         out.migrations = m.message
@@ -172,11 +103,12 @@ def rollout(ctx: Context, prep: Prepared, opts: Options) -> Outcome:
         out.migrations = "skipped (--no-migrate)"
         ctx.progress(name, "migrations: skipped (--no-migrate)")
     deadline = ctx.config.environment.deploy_timeout
-    if p.changes or live is None or not live.latest_created:
+    if p.new_revision:
         rev_id = _revision_id(name, want.digest)
         candidate = TrafficTarget(percent=0 if previous else 100, revision=rev_id, tag=CANDIDATE_TAG)
-        ctx.progress(name, f"creating revision {rev_id} (no traffic; serving stays on "
-                           f"{', '.join(out.previous) or 'nothing yet'})")
+        ctx.progress(name, f"creating revision {rev_id} " + (
+            f"(no traffic; serving stays on {', '.join(out.previous)})" if previous else
+            "(the service's only revision: it receives the service URL's traffic once it starts)"))
         try:
             # The etag we planned against: if another deploy changed the service since, Cloud Run answers
             # ABORTED (a Conflict) instead of silently replacing that deploy's revision and traffic.
@@ -186,17 +118,17 @@ def rollout(ctx: Context, prep: Prepared, opts: Options) -> Outcome:
         except errors.CloudError as e:
             if e.code != "revision-failed":
                 raise
-            return _failed(ctx, out, rev_id, f"revision {rev_id} did not start", None)
-    else:  # same template, not serving: gate the latest revision again (Cloud Run makes no new one)
-        rev_id = live.latest_created
-        if not run.revision(name, rev_id).ready:
-            raise errors.CloudError(f"service {name}: its latest revision {rev_id} is not ready and the config "
-                                    "has not changed since it was made",
-                                    hint="fix the cause shown by `deployctl status`, then deploy again",
-                                    code="revision-failed")
+            return _failed(ctx, out, rev_id, f"revision {rev_id} did not start", None, want.spec, live is None)
+    elif p.target:
+        rev_id = p.target
+        ctx.progress(name, f"gating retained revision {rev_id} (no new revision; serving stays on "
+                           f"{', '.join(out.previous) or 'nothing'} until it passes)")
         with _conflicts_explained(name):
-            svc = run.set_traffic(name, previous + [TrafficTarget(percent=0, revision=rev_id, tag=CANDIDATE_TAG)],
-                                  etag=live.etag, deadline=deadline)
+            candidate = TrafficTarget(percent=0 if previous else 100, revision=rev_id, tag=CANDIDATE_TAG)
+            svc = run.set_traffic(name, previous + [candidate], etag=live.etag, deadline=deadline)
+    else:  # migrations only: the serving revision already runs this config and passed its gate
+        ctx.progress(name, f"serving {p.serving} unchanged (it already runs this config)", "ok")
+        return replace(out, status=DEPLOYED, revision=p.serving, url=live.uri if live else None)
     out.revision = rev_id
     url = next((t.uri for t in svc.traffic if t.tag == CANDIDATE_TAG and t.uri), None)
     if url is None:
@@ -206,31 +138,37 @@ def rollout(ctx: Context, prep: Prepared, opts: Options) -> Outcome:
                        f"within {opts.gate_deadline:g}s", detail=True)
     result = gate_mod.gate(url, want.health, successes=opts.successes, deadline=opts.gate_deadline)
     if not result.passed:
-        return _failed(ctx, out, rev_id, f"health gate failed after {result.elapsed:.1f}s", result.failure)
+        return _failed(ctx, out, rev_id, f"health gate failed after {result.elapsed:.1f}s", result.failure,
+                       want.spec, live is None)
     ctx.progress(name, f"health gate passed ({result.elapsed:.1f}s)", "ok")
     svc = _shift_traffic(run, name, rev_id, svc, deadline)
     ctx.progress(name, f"deployed {rev_id}: 100% of traffic ({svc.uri})", "ok")
-    if opts.after_traffic and (why := opts.after_traffic(ctx, name, previous)):
-        return replace(out, reason=why, url=svc.uri)  # status stays FAILED
     return replace(out, status=DEPLOYED, url=svc.uri)
 
 
+def _revision_id(service: str, digest: str) -> str:
+    suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
+    return f"{service}-{digest[:6]}-{suffix}"
+
+
 def _shift_traffic(run: RunServices, name: str, rev_id: str, svc: Service, deadline: float) -> Service:
-    """All traffic to our candidate, only if nobody deployed over it meanwhile (the etag guards that).
+    """All traffic to our candidate (recording that it passed the gate), only if nobody deployed over it
+    meanwhile (the etag guards that).
 
     An etag also changes when Cloud Run updates the service's status rather than its spec (conditions,
     traffic statuses). That is not another deploy: when the generation is still the one our rollout made and
     our candidate is still the latest revision, retry once against the fresh etag."""
     target = [TrafficTarget(percent=100, revision=rev_id)]
+    notes = history.after_gate(svc, rev_id)
     try:
         with _conflicts_explained(name):
-            return run.set_traffic(name, target, etag=svc.etag, deadline=deadline)
+            return run.set_traffic(name, target, etag=svc.etag, deadline=deadline, annotations=notes)
     except errors.Conflict:
         fresh = run.get(name)
-        if fresh.generation != svc.generation or fresh.latest_created != rev_id:
+        if fresh.generation != svc.generation or fresh.latest_created != svc.latest_created:
             raise
     with _conflicts_explained(name):
-        return run.set_traffic(name, target, etag=fresh.etag, deadline=deadline)
+        return run.set_traffic(name, target, etag=fresh.etag, deadline=deadline, annotations=notes)
 
 
 @contextmanager
@@ -246,23 +184,57 @@ def _conflicts_explained(name: str) -> Iterator[None]:
             details=e.details) from e
 
 
-def _failed(ctx: Context, out: Outcome, rev_id: str, why: str, probe) -> Outcome:
-    where = ", ".join(out.previous) or "no revision"
+def _failed(ctx: Context, out: Outcome, rev_id: str, why: str, probe, spec: ContainerSpec,
+            created: bool) -> Outcome:
     out.revision = rev_id
-    out.reason = f"{why}; traffic stays on {where}"
+    if out.previous:
+        out.reason = f"{why}; traffic stays on {', '.join(out.previous)}"
+    elif probe is None:  # it never started, and nothing ready served before it
+        out.reason = f"{why}; {'the service was created, and' if created else 'no revision of it is ready:'} its " \
+                     "URL serves nothing"
+    elif created:  # Cloud Run routes all of a service's traffic somewhere: with one revision, to that one
+        out.reason = (f"{why}; the service was created and its only revision {rev_id} serves its URL (there was "
+                      "no earlier revision to keep the traffic on)")
+    else:
+        out.reason = f"{why}; no earlier revision was ready, so {rev_id} serves the service's URL"
     out.failed_probe = probe.describe() if probe else None
     ctx.progress(out.service, out.reason + (f" ({out.failed_probe})" if probe else ""), "fail")
-    out.logs = revision_logs(ctx, out.service, rev_id)
+    out.logs = revision_logs(ctx, out.service, rev_id, spec)
     for line in out.logs:
         ctx.progress(out.service, f"  | {line}", "fail")
     return out
 
 
-def revision_logs(ctx: Context, service: str, revision: str, limit: int = LOG_LINES) -> list[str]:
+def revision_logs(ctx: Context, service: str, revision: str, spec: ContainerSpec | None = None,
+                  limit: int = LOG_LINES) -> list[str]:
+    """The revision's last log lines, masked: the secret values it was given are read and registered first (a
+    service may print its own secrets), and withheld if one cannot be read."""
     from deployctl.cloud.logs import service_filter, tail
 
+    if spec is not None and (why := register_pinned_secrets(ctx, spec)):
+        return [f"(log lines withheld: {why})"]
     try:
         lines = tail(ctx.clients, ctx.project, service_filter(service, revision=revision), limit=limit)
     except errors.DeployctlError as e:
         return [f"(logs unavailable: {e.message})"]
-    return [redact.redact(f"{line.severity}: {line.text}") for line in lines]
+    return [printable(redact.redact(f"{line.severity}: {line.text}"), newlines=False) for line in lines]
+
+
+def register_pinned_secrets(ctx: Context, spec: ContainerSpec) -> str | None:
+    """Read every secret version `spec` pins into its env (the pieces of a DATABASE_URL too) and register them
+    with redact. Returns why not, when one cannot be read (its value could then not be masked)."""
+    from deployctl import dsn
+    from deployctl.cloud.secrets import SecretStore
+
+    store = SecretStore(ctx.clients, ctx.project)
+    for env_name, ref in spec.secrets.items():
+        secret_id, _, version = ref.partition(":")
+        try:
+            value = store.access(secret_id, version or "latest")  # registers the value
+        except errors.DeployctlError as e:
+            return f"secret {secret_id} (version {version or 'latest'}, in {env_name}) could not be read to mask " \
+                   f"it: {e.message}"
+        if env_name == "DATABASE_URL":
+            with suppress(ValueError, errors.DeployctlError):
+                dsn.parse(value.text.strip())  # registers its password, raw and decoded
+    return None

@@ -23,6 +23,8 @@ class ServiceStatus:
     service: str
     deployed: bool
     error: str | None = None  # the service could not be read
+    error_code: str | None = None  # its DeployctlError code (permission-denied, not-found, ...)
+    error_hint: str | None = None
     url: str | None = None
     serving: list[tuple[str, int, str]] = field(default_factory=list)  # (revision, percent, tag)
     latest_created: str | None = None
@@ -61,7 +63,7 @@ def collect(ctx: Context, names: list[str], *, probe_timeout: float = gate_mod.P
             except errors.Unreachable:  # no cloud, no matrix: one clear error instead of a table of them
                 raise
             except errors.DeployctlError as e:
-                rows[name] = ServiceStatus(name, False, error=e.message)
+                rows[name] = ServiceStatus(name, False, error=e.message, error_code=e.code, error_hint=e.hint)
                 continue
             if svc is None:
                 rows[name] = ServiceStatus(name, False)

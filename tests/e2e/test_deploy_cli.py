@@ -110,17 +110,22 @@ def test_env_change_dry_run_redeploy_and_rollback(local_cloud, tmp_path):
     assert (run := first("deploy", "e2ed-env", "--no-status", *GATE)).code == 0, run.output
     old = status_json(first)["e2ed-env"]["serving"]
 
+    before = status_json(first)["e2ed-env"]
     changed = cli_for(local_cloud, tmp_path / "b", service("e2ed-env", env='LOG_LEVEL = "debug"'))
     plan = changed("--json", "deploy", "e2ed-env", "--dry-run", "--detailed-exitcode")
     assert plan.code == 2, plan.output
-    doc = json.loads(plan.stdout)["data"]
-    assert doc["changes_pending"] is True
+    envelope = json.loads(plan.stdout)
+    assert envelope["ok"] is True and envelope["errors"] == []  # a plan with changes is a successful plan
+    doc = envelope["data"]
+    assert doc["changes_pending"] is True and doc["services"][0]["new_revision"] is True
     fields = {c["field"]: (c["before"], c["after"]) for c in doc["services"][0]["changes"]}
     assert fields.pop("env.LOG_LEVEL") == ("info", "debug")
     assert set(fields) == {"labels.deployctl-config"}  # the config digest, and nothing else
     human = changed("deploy", "e2ed-env", "--dry-run")
     assert human.code == 0 and "env.LOG_LEVEL: 'info' → 'debug'" in human.stdout, human.output
-    assert status_json(changed)["e2ed-env"]["serving"] == old  # the dry run changed nothing
+    after = status_json(changed)["e2ed-env"]  # the dry run changed nothing: no revision made, traffic as it was
+    assert (after["serving"], after["latest_created"], after["traffic"]) == \
+        (old, before["latest_created"], before["traffic"])
 
     assert (run := changed("deploy", "e2ed-env", "--no-status", *GATE)).code == 0, run.output
     row = status_json(changed)["e2ed-env"]
@@ -131,8 +136,22 @@ def test_env_change_dry_run_redeploy_and_rollback(local_cloud, tmp_path):
     assert back.code == 0, back.output
     row = status_json(changed)["e2ed-env"]
     assert row["serving"] == old and row["pinned"] and row["healthy"]  # the old revision was retained
-    assert changed("rollback", "e2ed-env", "--to", new).code == 0
+
+    # The plan is against what serves: the old config is unchanged (no invented diff, no duplicate revision)...
+    same = first("--json", "deploy", "e2ed-env", "--dry-run", "--detailed-exitcode")
+    assert same.code == 0 and json.loads(same.stdout)["data"]["services"][0]["action"] == "unchanged", same.output
+    assert first("deploy", "e2ed-env", "--no-status", *GATE).code == 0
+    assert status_json(first)["e2ed-env"]["latest_created"] == new
+    # ...and a plain deploy of the rolled-back config does not quietly undo the rollback.
+    undo = changed("--json", "deploy", "e2ed-env", "--no-status", *GATE)
+    assert undo.code == 1, undo.output
+    assert json.loads(undo.stdout)["data"], undo.output
+    out = json.loads(undo.stdout)["data"]["services"][0]
+    assert out["target"] == new and out["blocked"].startswith(f"would undo the rollback of {new}"), out
+    assert status_json(changed)["e2ed-env"]["serving"] == old
+    assert changed("rollback", "e2ed-env", "--to", new).code == 0  # a deliberate choice of that revision
     assert status_json(changed)["e2ed-env"]["serving"] == new
+    assert changed("--json", "deploy", "e2ed-env", "--dry-run", "--detailed-exitcode").code == 0
     missing = changed("rollback", "e2ed-env", "--to", "e2ed-env-nope")
     assert missing.code == 2 and "no revision" in missing.stderr
 
@@ -141,15 +160,19 @@ def test_broken_command_keeps_traffic_and_shows_logs(local_cloud, tmp_path):
     good = cli_for(local_cloud, tmp_path / "a", service("e2ed-broken"))
     assert (run := good("deploy", "e2ed-broken", "--no-status", *GATE)).code == 0, run.output
     serving = status_json(good)["e2ed-broken"]["serving"]
+    pepper = json.loads(good("--json", "secrets", "get", "api-key-pepper", "--reveal").stdout)["data"]["value"]
     broken = cli_for(local_cloud, tmp_path / "b", service(
-        "e2ed-broken", command='["python", "-c", "import sys; print(\'boom: config missing\', flush=True); '
-                               'sys.exit(3)"]'))
+        "e2ed-broken", command='["python", "-c", "import os, sys; print(\'boom: config missing; pepper is\', '
+                               'os.environ[\'API_KEY_PEPPER\'], flush=True); sys.exit(3)"]'))
     run = broken("--json", "deploy", "e2ed-broken", *GATE)
     assert run.code == 1, run.output
     out = json.loads(run.stdout)["data"]["services"][0]
     assert out["status"] == "failed" and f"traffic stays on {serving}" in out["reason"]
     assert any("boom: config missing" in line for line in out["logs"]), out
     assert "boom: config missing" in run.stderr  # the log lines reach the person too
+    assert "pepper is ***" in run.stderr and pepper not in run.output  # the revision printed its secret: masked
+    again = broken("deploy", "e2ed-broken", "--no-status", *GATE)  # not "unchanged": it tries again, and says so
+    assert again.code == 1 and "unchanged" not in again.stderr and "did not start" in again.stderr, again.output
     row = status_json(broken)["e2ed-broken"]
     assert row["serving"] == serving and row["latest_created"] != serving
     assert all(h["ok"] for h in row["health"]) and not row["ready"]  # still serving; the failure is reported
@@ -177,7 +200,148 @@ def test_gate_catches_500_on_health_db_behind_a_passing_startup_probe(local_clou
     assert "wrong-password" not in run.output
 
 
-@pytest.mark.parametrize("args", [("deploy",), ("deploy", "--all", "--detailed-exitcode")])
+@pytest.mark.parametrize("args", [("deploy",), ("deploy", "--all", "--detailed-exitcode"),
+                                  ("deploy", "api-key-service", "--image", "fiat-gateway=local/x:1"),
+                                  ("deploy", "api-key-service", "--image", "api-key-service=a:1", "--image",
+                                   "api-key-service=a:2")])
 def test_usage_errors(local_cloud, args):
     run = local_cloud(*args)
     assert run.code == 2 and "next:" in run.stderr, run.output
+    doc = json.loads(local_cloud("--json", *args).stdout)  # exit 2 too: the envelope tells it from a plan's 2
+    assert doc["ok"] is False and doc["errors"][0]["code"] == "usage"
+
+
+def test_a_failed_first_create_says_what_serves_and_is_not_unchanged_later(local_cloud, tmp_path):
+    bad = cli_for(local_cloud, tmp_path / "a", service("e2ed-first", health='["/health", "/missing"]'))
+    run = bad("--json", "deploy", "e2ed-first", "--gate-successes", "1", "--gate-deadline", "2", "--no-status")
+    assert run.code == 1, run.output
+    out = json.loads(run.stdout)["data"]["services"][0]
+    assert "health gate failed" in out["reason"] and out["failed_probe"].startswith("GET /missing: HTTP 404")
+    # Cloud Run sends a service's traffic to its only revision: said as it is, not "traffic stays on no revision"
+    assert f"the service was created and its only revision {out['revision']} serves its URL" in out["reason"]
+    assert "it receives the service URL's traffic once it starts" in run.stderr
+    row = status_json(bad)["e2ed-first"]
+    assert row["serving"] == out["revision"]
+
+    plan = bad("--json", "deploy", "e2ed-first", "--dry-run", "--detailed-exitcode")
+    assert plan.code == 2, plan.output  # it never passed the gate: not "unchanged"
+    planned = json.loads(plan.stdout)["data"]["services"][0]
+    assert planned["target"] == out["revision"] and "never passed" in planned["plan_reason"], planned
+    again = bad("deploy", "e2ed-first", "--gate-successes", "1", "--gate-deadline", "2", "--no-status")
+    assert again.code == 1 and "health gate failed" in again.stderr, again.output
+
+    fixed = cli_for(local_cloud, tmp_path / "b", service("e2ed-first"))
+    assert (run := fixed("deploy", "e2ed-first", "--no-status", *GATE)).code == 0, run.output
+    assert fixed("deploy", "e2ed-first", "--dry-run", "--detailed-exitcode").code == 0
+
+
+def test_depends_on_order_inclusion_and_dependency_failed_skip(local_cloud, tmp_path):
+    crash = '["python", "-c", "import sys; sys.exit(3)"]'
+    dep_b = service("e2ed-dep-b") + 'depends_on = ["e2ed-dep-a"]\n'
+    broken = cli_for(local_cloud, tmp_path / "a", service("e2ed-dep-a", command=crash) + dep_b)
+    # deploying b alone includes a, which is not deployed yet; a fails, so b is skipped
+    run = broken("--json", "deploy", "e2ed-dep-b", "--no-status", *GATE)
+    assert run.code == 1, run.output
+    out = {s["service"]: s for s in json.loads(run.stdout)["data"]["services"]}
+    assert "not deployed yet, and e2ed-dep-b depends on it" in out["e2ed-dep-a"]["plan_reason"]
+    assert out["e2ed-dep-a"]["status"] == "failed" and "did not start" in out["e2ed-dep-a"]["reason"]
+    assert out["e2ed-dep-b"]["status"] == "skipped" and out["e2ed-dep-b"]["reason"] == "dependency failed: e2ed-dep-a"
+    assert status_json(broken, "e2ed-dep-b")["e2ed-dep-b"]["deployed"] is False
+    # a second run does not call a, whose only revision never started, "unchanged", nor deploy b on top of it
+    again = broken("--json", "deploy", "--all", "--no-status", *GATE)
+    assert again.code == 1, again.output
+    out = {s["service"]: s for s in json.loads(again.stdout)["data"]["services"]}
+    assert out["e2ed-dep-a"]["status"] == "failed" and out["e2ed-dep-b"]["status"] == "skipped"
+    # a deployed but not Ready: deploying b alone warns about it
+    alone = broken("--json", "deploy", "e2ed-dep-b", "--dry-run")
+    warnings = json.loads(alone.stdout)["data"]["services"][0]["warnings"]
+    assert warnings and warnings[0].startswith("depends on e2ed-dep-a, which is not Ready"), alone.output
+
+    fixed = cli_for(local_cloud, tmp_path / "b", service("e2ed-dep-a") + dep_b)
+    run = fixed("deploy", "--all", "--no-status", *GATE)
+    assert run.code == 0, run.output
+    assert run.stderr.index("e2ed-dep-a: deployed") < run.stderr.index("e2ed-dep-b: plan:"), run.stderr
+
+
+def test_resources_ingress_and_probe_timeout_are_planned_and_deployed(local_cloud, tmp_path):
+    plain = cli_for(local_cloud, tmp_path / "a", service("e2ed-res"))
+    assert (run := plain("deploy", "e2ed-res", "--no-status", *GATE)).code == 0, run.output
+    sized = service("e2ed-res").replace('startup_probe = { path = "/health", period = 1, failure_threshold = 20 }',
+                                        'startup_probe = { path = "/health", period = 2, timeout = 2, '
+                                        'failure_threshold = 20 }\ncpu = "2"\nmemory = "1Gi"\ningress = "internal"')
+    cli = cli_for(local_cloud, tmp_path / "b", sized)
+    plan = cli("--json", "deploy", "e2ed-res", "--dry-run", "--detailed-exitcode")
+    assert plan.code == 2, plan.output
+    fields = {c["field"]: (c["before"], c["after"]) for c in json.loads(plan.stdout)["data"]["services"][0]["changes"]}
+    assert fields["cpu"] == ("1", "2") and fields["memory"] == ("512Mi", "1Gi")
+    assert fields["ingress"] == ("all", "internal") and fields["probe_timeout"] == (1, 2)
+    assert fields["probe_period"] == (1, 2)
+    assert (run := cli("deploy", "e2ed-res", "--no-status", *GATE)).code == 0, run.output
+    assert cli("deploy", "e2ed-res", "--dry-run", "--detailed-exitcode").code == 0  # deployed as planned
+
+    too_long = cli_for(local_cloud, tmp_path / "c", service("e2ed-res").replace(
+        "failure_threshold = 20 }", "failure_threshold = 20, timeout = 5 }"))
+    run = too_long("deploy", "e2ed-res", "--dry-run")
+    assert run.code == 2 and "timeout (5 s) is longer than its period (1 s)" in run.stderr, run.output
+
+
+def test_pending_migrations_are_in_the_plan_and_deploy_runs_them(local_cloud, tmp_path):
+    from tests.e2e.test_migrate_cli import FIAT_COLUMN, FIAT_HEAD
+
+    cli = cli_for(local_cloud, tmp_path, service("e2ed-mig", module="fiat_gateway",
+                                                 health='["/health", "/health/db"]', database=FIAT_DB))
+    assert (run := cli("deploy", "e2ed-mig", "--no-status", *GATE)).code == 0, run.output
+    try:
+        down = local_cloud("--yes", "migrate", "fiat-gateway", "--to", FIAT_COLUMN, "--runner", "local")
+        assert down.code == 0, down.output
+        plan = cli("--json", "deploy", "e2ed-mig", "--dry-run", "--detailed-exitcode")
+        assert plan.code == 2, plan.output  # the spec is unchanged, the database is not at head
+        out = json.loads(plan.stdout)["data"]["services"][0]
+        assert out["action"] == "update" and out["changes"] == [] and out["migrations_pending"], out
+        assert out["plan_migrations"] == f"{FIAT_COLUMN} → {FIAT_HEAD} (1 pending)"
+        human = cli("deploy", "e2ed-mig", "--dry-run")
+        assert f"migrations: {FIAT_COLUMN} → {FIAT_HEAD} (1 pending)" in human.stdout, human.output
+        run = cli("--json", "deploy", "e2ed-mig", *GATE)
+        assert run.code == 0, run.output
+        out = json.loads(run.stdout)["data"]
+        assert out["services"][0]["migrations"].startswith("1 applied"), out["services"][0]
+        assert out["status"]["services"][0]["migrations"]["state"] == "at-head"
+    finally:
+        local_cloud("migrate", "fiat-gateway", "--runner", "local")  # leave the database at head
+
+
+def test_status_unknown_migrations_and_an_unreadable_row(local_cloud, tmp_path):
+    cli = cli_for(local_cloud, tmp_path, service("e2ed-unk", module="fiat_gateway", database=FIAT_DB.replace(
+        "fiat-gateway-database-url", "e2ed-unk-url")))
+    assert cli("secrets", "set", "e2ed-unk-url", input="postgresql+pg8000://nobody:wrong@127.0.0.1:9/x").code == 0
+    run = cli("--json", "status", "e2ed-unk")
+    assert run.code == 3, run.output  # degraded, not failed: the matrix was read
+    row = json.loads(run.stdout)["data"]["services"][0]
+    assert row["migrations"]["state"] == "unknown" and row["migrations"]["summary"].startswith("unknown: ")
+    assert row["migrations"]["reason"], row
+    human = cli("status", "e2ed-unk")
+    assert "unknown: " in human.stdout, human.output
+
+    name = "projects/deployctl-local/locations/us-central1/services/e2ed-unk"
+    faults = local_cloud.state_dir / "faults.json"
+    faults.write_text(json.dumps({"permission_denied": [name]}))
+    try:
+        denied = cli("--json", "status", "e2ed-unk")
+    finally:
+        faults.unlink()
+    assert denied.code == 1, denied.output  # a row that cannot be read is a failure
+    doc = json.loads(denied.stdout)
+    assert doc["ok"] is False and doc["errors"][0]["code"] == "permission-denied", doc["errors"]
+    assert "run.services.get" in doc["errors"][0]["message"] + (doc["errors"][0]["hint"] or "")
+    validate(doc)
+
+
+def test_ctrl_c_while_a_revision_starts_stops_within_seconds(local_cloud, tmp_path):
+    from tests.e2e.test_trust_interrupts import interrupt_when
+
+    slow = service("e2ed-slow", command='["python", "tests/fixtures/run_app.py"]',
+                   env='APP_START_DELAY = "30"').replace("failure_threshold = 20", "failure_threshold = 60")
+    cli = cli_for(local_cloud, tmp_path, slow)
+    code, err = interrupt_when(cli, ["deploy", "e2ed-slow", "--no-status"], "creating revision", tmp_path)
+    assert code == 130, err  # within 2 s, with no process of the run left (interrupt_when asserts both)
+    assert "not done: e2ed-slow stopped before moving traffic" in err and "Traceback" not in err, err
