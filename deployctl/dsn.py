@@ -304,6 +304,7 @@ def lint(url: str, *, private_ip: str | None = None, driver_hint: str | None = N
         _lint_userinfo(parts.userinfo, add)
     elif "password" not in query:
         add("no-password", "warning", "no user or password in the URL", f"include them: {FIX}")
+    raw_reserved = any(f.code == "unencoded-reserved" for f in out)
     if "password" in query:
         add("password-in-query", "warning",
             "the password is given as password=... in the query: it overrides the one in the userinfo, and "
@@ -363,7 +364,9 @@ def lint(url: str, *, private_ip: str | None = None, driver_hint: str | None = N
                 "connect_args instead")
     if private_ip and host and not connector and host != private_ip:
         add("host-mismatch", "error",
-            f"the host is {host} but the instance's private IP is {private_ip}: the connection times out, "
+            # with raw reserved characters in the userinfo, the "host" may be a piece of the password
+            f"the host is {'not' if raw_reserved else host}{' ' if raw_reserved else ' but '}the instance's "
+            f"private IP {'' if raw_reserved else 'is '}{private_ip}: the connection times out, "
             "reaches another instance, or (public IP) needs authorised networks",
             f"rebuild from the instance's private IP: {FIX}")
     return out

@@ -43,15 +43,16 @@ def set_(ctx: typer.Context, secret: str = typer.Argument(..., help="Secret id (
          strip_newline: bool = typer.Option(False, "--strip-newline",
                                             help="Drop a trailing newline (as echo or an editor adds one).")) -> None:
     """Add a version; the value comes from stdin or --from-file, never the command line (shell history)."""
-    if from_file:
-        data = from_file.read_bytes()
-    elif sys.stdin.isatty():  # a person typing: ask, without echoing the value (and without its newline)
+    data = from_file.read_bytes() if from_file else _read_secret_input(f"value for {secret}")
+    execute(ctx, "secrets:set_value", secret, data, strip_newline, schema="secrets/set")
+
+
+def _read_secret_input(what: str) -> bytes:
+    if sys.stdin.isatty():  # a person typing: ask, without echoing the value (and without its newline)
         import getpass
 
-        data = getpass.getpass(f"value for {secret} (not shown): ").encode("utf-8", "surrogateescape")
-    else:
-        data = sys.stdin.buffer.read()
-    execute(ctx, "secrets:set_value", secret, data, strip_newline, schema="secrets/set")
+        return getpass.getpass(f"{what} (not shown): ").encode("utf-8", "surrogateescape")
+    return sys.stdin.buffer.read()
 
 
 def dsn(ctx: typer.Context,
@@ -61,5 +62,14 @@ def dsn(ctx: typer.Context,
         reveal: bool = typer.Option(False, "--reveal", help="Print the connection string with its password."),
         write_secret: bool = typer.Option(False, "--write-secret",
                                           help="Store it as a new version of the service's url_secret.")) -> None:
-    """A service's connection string: URL-encoded, SSL on, the driver's own arguments; masked unless --reveal."""
+    """A service's connection string: URL-encoded, SSL on, the driver's own arguments; masked unless --reveal.
+
+    `deployctl dsn lint [SERVICE]` checks a connection string given on stdin instead (never on the command
+    line: it holds a password), against SERVICE's instance and driver when one is named."""
+    if services and services[0] == "lint":
+        if len(services) > 2 or driver or reveal or write_secret:
+            raise typer.BadParameter("`dsn lint` takes at most one SERVICE and no options; the connection "
+                                     "string comes on stdin: deployctl dsn lint [SERVICE] < url.txt")
+        data = _read_secret_input("connection string")
+        execute(ctx, "dsn:lint_value", data, services[1] if len(services) > 1 else None, schema="dsn/lint")
     execute(ctx, "dsn:show", services or None, driver, reveal, write_secret, schema="dsn")

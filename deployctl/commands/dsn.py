@@ -1,6 +1,6 @@
 """`deployctl dsn [SERVICE...]`: each service's connection string, built right (encoded, SSL, per driver),
 masked unless --reveal; `--write-secret` stores it as a new version of the service's url_secret; the string
-stored there now is linted alongside."""
+stored there now is linted alongside. `deployctl dsn lint [SERVICE]`: lint a connection string from stdin."""
 
 from __future__ import annotations
 
@@ -178,3 +178,49 @@ def _compare_stored(store, target, built, entry: ServiceDsn) -> None:
     findings = dsn.lint(stored.data.decode("utf-8", "replace"), private_ip=target.host, via_runtime=True)
     entry.stored_findings = [FindingOut(code=f.code, severity=f.severity, message=f.message,
                                         hint=f.hint.replace("SERVICE", target.service)) for f in findings]
+
+
+class LintResult(Result):
+    schema_name: ClassVar[str] = "dsn/lint"
+    url: str  # masked
+    service: str | None
+    findings: list[FindingOut]
+
+    def exit_code(self) -> ExitCode:
+        return ExitCode.FAILED if any(f.severity == "error" for f in self.findings) else ExitCode.OK
+
+    def errors(self) -> list[dict]:
+        return [{"code": f"dsn-{f.code}", "message": f.message, "hint": f.hint}
+                for f in self.findings if f.severity == "error"]
+
+    def view(self) -> list[views.Block]:
+        blocks: list[views.Block] = [views.Fields([("url", self.url)])]
+        if not self.findings:
+            blocks.append(views.Line("no problems found", "ok"))
+        for f in self.findings:
+            blocks.append(views.Line(f"{f.severity}: {f.code}: {f.message}", "fail" if f.severity == "error"
+                                     else "warn"))
+            blocks.append(views.Line(f"  next: {f.hint}", "dim"))
+        return blocks
+
+
+def lint_value(ctx: Context, data: bytes, service: str | None = None) -> LintResult:
+    """Lint a connection string a person hands us; with SERVICE, against its instance's IP and its driver
+    (and as consumed through deployctl.runtime, which translates libpq's words)."""
+    from deployctl import dbtarget, dsn, redact
+
+    text = data.decode("utf-8", "surrogateescape")
+    redact.register(text)
+    dsn.register_url(text)
+    if not text.strip():
+        raise UsageError("no connection string on stdin", hint="deployctl dsn lint [SERVICE] < url.txt")
+    kwargs: dict = {}
+    if service:
+        target = dbtarget.resolve(ctx, service, ask_admin=False)
+        kwargs = {"private_ip": target.configured_ip, "driver_hint": target.driver, "via_runtime": True}
+        if target.configured_ip is None and target.mode == "direct":
+            kwargs["private_ip"] = dbtarget.resolve(ctx, service).host  # the live IP (the local cloud's)
+    findings = [FindingOut(code=f.code, severity=f.severity, message=f.message,
+                           hint=f.hint.replace("SERVICE", service or "SERVICE"))
+                for f in dsn.lint(text, **kwargs)]
+    return LintResult(url=dsn.mask(text.rstrip("\r\n")), service=service, findings=findings)
