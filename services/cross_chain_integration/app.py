@@ -1,4 +1,5 @@
-"""cross-chain-integration: POST /transfers records a transfer signed with SIGNING_KEY, GET /transfers lists them.
+"""cross-chain-integration: POST /transfers records a transfer signed with SIGNING_KEY, GET /transfers lists them
+(filtered by status, chain or sender).
 
 The chain and status values are the enums of migrations/cross_chain_integration at head.
 """
@@ -64,6 +65,8 @@ def _list_transfers(filters: dict, limit: int) -> list[dict]:
         where.append("status = CAST(:status AS transfer_status)")
     if filters.get("chain"):
         where.append("(source_chain = CAST(:chain AS chain) OR destination_chain = CAST(:chain AS chain))")
+    if filters.get("sender"):
+        where.append("sender = :sender")
     clause = ("WHERE " + " AND ".join(where) + " ") if where else ""
     with get_engine().connect() as conn:
         rows = conn.execute(text(f"SELECT {COLUMNS} FROM transfers {clause}ORDER BY id DESC LIMIT :limit"),
@@ -95,6 +98,8 @@ async def list_transfers(request: Request) -> JSONResponse:
         filters["status"] = _choice(dict(params), "status", TRANSFER_STATUSES)
     if "chain" in params:
         filters["chain"] = _choice(dict(params), "chain", CHAINS)
+    if "sender" in params:
+        filters["sender"] = require_text(dict(params), "sender", max_length=128)
     rows = await db_call(_list_transfers, filters, limit_param(request))
     return JSONResponse({"transfers": to_json(rows)})
 

@@ -1,6 +1,9 @@
-"""fiat-gateway: POST /deposits records a deposit, GET /deposits lists the latest ones.
+"""fiat-gateway: POST /deposits records a deposit, GET /deposits lists the latest ones, GET /transfers lists
+cross-chain transfers through cross-chain-integration (CROSS_CHAIN_URL).
 
-With API_KEY_SERVICE_URL set, both require an `X-API-Key` header that api-key-service accepts.
+With API_KEY_SERVICE_URL set (deployctl fills it with api-key-service's URL), every route but the health ones
+requires an `X-API-Key` header that api-key-service accepts. Without it the routes are open, and the service
+says so when it starts.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from services.common import db_call, limit_param, log, read_json_object, require
 SERVICE = "fiat-gateway"
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 KEY_CHECK_TIMEOUT = 2.0
+UPSTREAM_TIMEOUT = 5.0
+TRANSFER_FILTERS = ("chain", "status", "sender", "limit")  # what GET /transfers passes on
 COLUMNS = "id, account_id, amount, currency, status, external_ref, created_at"
 
 
@@ -90,8 +95,32 @@ async def list_deposits(request: Request) -> JSONResponse:
     return JSONResponse({"deposits": to_json(rows)})
 
 
+async def list_transfers(request: Request) -> JSONResponse:
+    """Cross-chain transfers, from cross-chain-integration: its answer (or why there is none), passed on."""
+    await require_api_key(request)
+    base = os.environ.get("CROSS_CHAIN_URL", "").strip()
+    if not base:
+        raise HTTPException(503, "CROSS_CHAIN_URL is not set: the gateway cannot reach cross-chain-integration")
+    import httpx
+
+    params = {k: v for k, v in request.query_params.items() if k in TRANSFER_FILTERS}
+    try:
+        async with httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT) as client:
+            response = await client.get(base.rstrip("/") + "/transfers", params=params)
+        body = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        log.warning("cross-chain-integration unavailable: %s", type(exc).__name__)
+        raise HTTPException(503, "cross-chain-integration unavailable") from None
+    if response.status_code >= 500 or not isinstance(body, dict):
+        raise HTTPException(503, f"cross-chain-integration answered HTTP {response.status_code}")
+    return JSONResponse(body, status_code=response.status_code)
+
+
 def create_app():
+    if not os.environ.get("API_KEY_SERVICE_URL", "").strip():
+        log.warning("API_KEY_SERVICE_URL is not set: requests are not authenticated")
     return create_service_app(SERVICE, [
         Route("/deposits", create_deposit, methods=["POST"]),
         Route("/deposits", list_deposits, methods=["GET"]),
+        Route("/transfers", list_transfers, methods=["GET"]),
     ], database=True)
