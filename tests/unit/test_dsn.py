@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -31,6 +32,8 @@ def test_any_password_survives_build_then_make_url(password, user, driver):
     assert d.engine_url.password == password
     p = dsn.parse(d.url)
     assert (p.password, p.user, p.driver, p.host, p.port) == (password, user, driver, HOST, 5432)
+    # masked: exactly the URL with the encoded password replaced, whatever the password
+    assert d.masked == d.url.replace(f":{quote(password, safe='')}@", ":***@", 1)
 
 
 def test_url_uses_quote_not_quote_plus():
