@@ -98,15 +98,17 @@ def services(pg_cluster, tmp_path_factory):
     black_hole.listen(8)
     procs = {"api-key": ServiceProcess("services.api_key_service", {"API_KEY_PEPPER": PEPPER},
                                        logs / "api-key.log")}
+    procs["cross"] = ServiceProcess("services.cross_chain_integration",
+                                    {"DATABASE_URL": cross_url, "SIGNING_KEY": SIGNING_KEY}, logs / "cross.log")
     procs |= {
         "fiat": ServiceProcess("services.fiat_gateway", {"DATABASE_URL": fiat_url,
-                                                         "API_KEY_SERVICE_URL": procs["api-key"].url},
+                                                         "API_KEY_SERVICE_URL": procs["api-key"].url,
+                                                         "CROSS_CHAIN_URL": procs["cross"].url},
                                logs / "fiat.log"),
-        "cross": ServiceProcess("services.cross_chain_integration",
-                                {"DATABASE_URL": cross_url, "SIGNING_KEY": SIGNING_KEY}, logs / "cross.log"),
         "fiat-closed-port": ServiceProcess("services.fiat_gateway", {
             "DATABASE_URL": compose_url(driver="pg8000", user="u", password=fiat_password, database="x",
-                                        host="127.0.0.1", port=closed_port, query={"sslmode": "require"})},
+                                        host="127.0.0.1", port=closed_port, query={"sslmode": "require"}),
+            "CROSS_CHAIN_URL": f"http://127.0.0.1:{closed_port}"},
             logs / "fiat-closed.log"),
         "cross-wrong-password": ServiceProcess("services.cross_chain_integration",
                                                {"DATABASE_URL": wrong_password, "SIGNING_KEY": SIGNING_KEY},
@@ -214,6 +216,32 @@ def test_transfers_are_signed_and_listed_by_enum_filters(services):
     assert row["id"] in [t["id"] for t in by_chain]
     assert httpx.get(url, params={"chain": "polygon"}, timeout=5).json()["transfers"] == []
     assert httpx.get(url, params={"status": "lost"}, timeout=5).status_code == 422
+    assert [t["id"] for t in httpx.get(url, params={"sender": "0xabc"}, timeout=5).json()["transfers"]] == [row["id"]]
+
+
+def test_the_gateway_lists_transfers_through_cross_chain_integration(services):
+    sender = "0xgw-" + secrets.token_hex(4)
+    transfer = {"source_chain": "base", "destination_chain": "polygon", "asset": "USDC", "amount": "2",
+                "sender": sender, "recipient": "0xdef"}
+    created = httpx.post(services["cross"].url + "/transfers", json=transfer, timeout=5).json()
+    url = services["fiat"].url + "/transfers"
+    assert httpx.get(url, params={"sender": sender}, timeout=5).status_code == 401  # the gateway wants a key
+    listed = httpx.get(url, params={"sender": sender, "other": "x"}, headers={"X-API-Key": issue_key(services)},
+                       timeout=5)
+    assert listed.status_code == 200, listed.text
+    assert [t["id"] for t in listed.json()["transfers"]] == [created["id"]]
+    bad = httpx.get(url, params={"chain": "solana"}, headers={"X-API-Key": issue_key(services)}, timeout=5)
+    assert bad.status_code == 422  # the upstream's own answer, passed on
+    down = httpx.get(services["fiat-closed-port"].url + "/transfers", timeout=5)  # upstream refuses connections
+    assert down.status_code == 503 and down.json() == {"error": "cross-chain-integration unavailable"}
+    unset = httpx.get(services["fiat-black-hole"].url + "/transfers", timeout=5)
+    assert unset.status_code == 503 and "CROSS_CHAIN_URL is not set" in unset.json()["error"]
+
+
+def test_a_gateway_without_api_key_service_says_it_is_open(services):
+    warnings = [json.loads(line) for line in services["fiat-closed-port"].log_lines() if "API_KEY_SERVICE_URL" in line]
+    assert warnings and warnings[0]["severity"] == "WARNING", warnings
+    assert "not authenticated" in warnings[0]["message"]
 
 
 def test_logs_are_json_lines_with_request_fields_and_no_secrets(services):
