@@ -4,10 +4,12 @@ Every child runs in its own process group and is recorded in the Store ("process
 the kernel's start time for that pid), so that after a SIGKILL of the emulator a new emulator, or
 `deployctl local down`, can find and end exactly those processes and never an unrelated one that reused a pid.
 
-The record is written just after the process starts, and a child may leave grandchildren behind when it dies
-(the workers of a master process). So every child is also started with DEPLOYCTL_LOCAL_CLOUD=<state dir> in its
-environment, which its descendants inherit: the sweep after a crash ends whatever carries that mark, recorded or
-not.
+The record is written just after the process starts, and a child may leave descendants behind that escaped
+its process group (a daemon in a session of its own, the workers of a master process). So every child is also
+started with DEPLOYCTL_LOCAL_CLOUD=<state dir> and DEPLOYCTL_LOCAL_CLOUD_CHILD=<an id of this start> in its
+environment, which its descendants inherit. When a child exits, whatever carries its id goes with it (as when a
+container stops); when the emulator stops, and in the sweep after a crash, whatever carries the state dir's
+mark goes, recorded or not.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +33,7 @@ log = logging.getLogger("deployctl.emulator")
 
 COLLECTION = "processes"
 MARK = "DEPLOYCTL_LOCAL_CLOUD"
+CHILD_MARK = "DEPLOYCTL_LOCAL_CLOUD_CHILD"
 STOP_GRACE = 3.0
 TAIL_LINES = 20
 
@@ -99,11 +103,29 @@ def _ancestors() -> set[int]:
     return out
 
 
-def marked(owner: str) -> list[int]:
-    """Live processes started (directly or not) by the emulator of `owner`, except this one and its ancestors
-    (a `deployctl local down` run from inside a task must not end itself)."""
+def marked(owner: str, child_id: str | None = None) -> list[int]:
+    """Live processes started (directly or not) by the emulator of `owner` (by its child `child_id`), except
+    this one and its ancestors (a `deployctl local down` run from inside a task must not end itself)."""
     skip = _ancestors()
-    return [pid for pid in processes() if pid not in skip and environ_has(pid, mark(owner))]
+    return [pid for pid in processes() if pid not in skip and environ_has(pid, mark(owner))
+            and (child_id is None or environ_has(pid, f"{CHILD_MARK}={child_id}"))]
+
+
+def end_marked(owner: str, child_id: str | None = None, grace: float = STOP_GRACE) -> list[int]:
+    """SIGTERM what marked() finds, SIGKILL what is left after `grace` seconds; returns the pids."""
+    found = marked(owner, child_id)
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    left = found
+    deadline = time.monotonic() + grace
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [p for p in left if environ_has(p, mark(owner))]
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return found
 
 
 def end_recorded(store: Store, owner: str | None = None, grace: float = STOP_GRACE) -> list[dict]:
@@ -121,18 +143,10 @@ def end_recorded(store: Store, owner: str | None = None, grace: float = STOP_GRA
     for t in threads:
         t.join(grace + 2)
     if owner:
-        strays = marked(owner)
-        for pid in strays:
-            ended.append({"key": f"stray/{pid}", "kind": "stray", "pid": pid, "argv0": (cmdline(pid) or ["?"])[0]})
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while strays and time.monotonic() < deadline:
-            strays = [p for p in strays if environ_has(p, mark(owner))]
-            time.sleep(0.05)
-        for pid in strays:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        known = {int(r["pid"]) for r in ended}
+        names = {pid: (cmdline(pid) or ["?"])[0] for pid in marked(owner) if pid not in known}
+        ended += [{"key": f"stray/{pid}", "kind": "stray", "pid": pid, "argv0": names.get(pid, "?")}
+                  for pid in end_marked(owner, grace=grace) if pid in names]
     for rec in records:
         store.delete(COLLECTION, rec["key"])
     return ended
@@ -158,6 +172,7 @@ class Child:
     stopping: bool = False
     exit_code: int | None = None
     exited: threading.Event = field(default_factory=threading.Event)
+    mark_id: str = ""  # CHILD_MARK's value in its environment (and its descendants')
 
     @property
     def pid(self) -> int:
@@ -177,10 +192,11 @@ class ProcessManager:
     def spawn(self, key: str, kind: str, argv: list[str], *, env: dict[str, str], cwd: str,
               on_line: LineSink, on_exit: ExitSink | None = None, info: dict | None = None) -> Child:
         """Start argv in a new session (own process group); stream its output lines to on_line."""
-        env = {**env, MARK: self.owner}
+        mark_id = uuid.uuid4().hex
+        env = {**env, MARK: self.owner, CHILD_MARK: mark_id}
         popen = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
-        child = Child(key=key, kind=kind, popen=popen, info=dict(info or {}))
+        child = Child(key=key, kind=kind, popen=popen, info=dict(info or {}), mark_id=mark_id)
         self.store.put(COLLECTION, key, {
             "key": key, "kind": kind, "pid": popen.pid, "pgid": popen.pid,
             "start_ticks": start_ticks(popen.pid), "started": time.time(), "argv0": argv[0],
@@ -215,8 +231,12 @@ class ProcessManager:
             # A grandchild may keep the pipes open; do not wait for it forever.
             r.join(2.0)
         child.exit_code = code
-        # Anything left in the group (a grandchild) goes with its parent, as when a container stops.
+        # Anything left in the group (a grandchild), or that escaped it, goes with its parent, as when a
+        # container stops.
         _signal_group(child.popen.pid, signal.SIGKILL)
+        for pid in marked(self.owner, child.mark_id):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         with self._lock:
             if self._children.get(child.key) is child:
                 del self._children[child.key]
@@ -252,6 +272,7 @@ class ProcessManager:
             t.start()
         for t in threads:
             t.join(grace + 5)
+        end_marked(self.owner, grace=grace)  # whatever escaped its child's group: the local cloud stops
 
     def list(self) -> list[dict]:
         """Live children as plain dicts, for `deployctl local ps`."""

@@ -100,3 +100,33 @@ def test_an_unexpected_error_while_starting_fails_the_rollout_instead_of_hanging
     assert not after.ready and "could not start the revision" in after.ready_message
     assert run.get(sid).serving == [good.latest_ready] and get(good.uri + "/env/V") == (200, "good")
     run.delete(sid)
+
+
+def test_what_a_task_detaches_ends_with_it(clients, emulator):
+    """A process that left its task's process group (a daemon in a session of its own) still goes when the
+    task ends, as everything in a container does."""
+    import os
+
+    from deployctl.cloud.run_jobs import RunJobs
+
+    detach = ("import subprocess, sys; p = subprocess.Popen(['sleep', '300'], start_new_session=True, "
+              "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(p.pid, flush=True)")
+    jobs = RunJobs(clients, PROJECT, REGION)
+    jid = uid("detach")
+    jobs.apply(jid, ContainerSpec(image="local/task", command=["python"], args=["-c", detach]))
+    ex = jobs.run(jid)
+    assert ex.succeeded
+    from deployctl.cloud import logs
+
+    [line] = logs.tail(clients, PROJECT, logs.job_filter(jid, execution=ex.id))
+    pid = int(line.text)
+
+    def gone() -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    wait_until(gone, timeout=10)
+    assert not os.path.exists(f"/proc/{pid}/cmdline") or gone()
