@@ -184,3 +184,34 @@ def test_a_change_whose_reply_is_lost_is_not_made_twice(cloud):
         assert len(secrets.versions(secret)) == versions + 1, "AddSecretVersion was sent again"
     finally:
         clients.close()
+
+
+def test_a_malformed_faults_file_is_ignored_not_fatal(cloud):
+    """faults.json that is not an object (or has a key of the wrong type) must not break the emulator's
+    interceptor: calls are served as if there were no faults, and the emulator log says why."""
+    for bad in ([1, 2], "just text", {"error_rate": "high", "latency_ms": 5, "error_codes": ["NO_SUCH_CODE"]}):
+        set_faults(cloud, bad)
+        try:
+            run = cloud("secrets", "list")
+            assert run.code == 0, (bad, run.output)
+        finally:
+            set_faults(cloud, None)
+    log = (cloud.state_dir / "logs" / "emulator.log").read_text(errors="replace")
+    assert "a JSON object is expected at the top level" in log and "'error_rate' ignored" in log
+
+
+def test_injected_faults_are_reproducible_from_the_seed(tmp_path):
+    """The roll and the injected code both come from the seeded generator (the code came from the clock)."""
+    from deployctl.emulator.faults import FaultConfig
+
+    path = tmp_path / "faults.json"
+    path.write_text(json.dumps(transient(11)))
+
+    def sequence() -> list:
+        faults = FaultConfig(path)
+        cfg = faults.data()
+        return [(faults.roll(cfg["error_rate"]), faults.choose(cfg["error_codes"])) for _ in range(40)]
+
+    first = sequence()
+    assert first == sequence()
+    assert {code for _, code in first} == {"UNAVAILABLE", "RESOURCE_EXHAUSTED"}
