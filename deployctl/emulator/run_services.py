@@ -19,9 +19,9 @@ import grpc
 
 from deployctl.emulator import run_common as rc
 from deployctl.emulator.operations import Operations
-from deployctl.emulator.rpc import Method, RpcError, already_exists, invalid, not_found, service
+from deployctl.emulator.rpc import Method, RpcError, already_exists, not_found, service
 from deployctl.emulator.run_revisions import Instance, RevisionRuntime, settle_budget
-from deployctl.emulator.run_traffic import REVISION, Router, resolve, serving, traffic_statuses
+from deployctl.emulator.run_traffic import Router, resolve, serving, traffic_statuses, validate
 from deployctl.emulator.state import Store
 
 log = logging.getLogger("deployctl.emulator")
@@ -79,7 +79,7 @@ class ServicesApi:
             svc.generation = 0
             svc.create_time = rc.now_ts()
             svc.creator = "local@deployctl"
-            self._validate(svc, existing_revisions=set())
+            validate(svc, existing_revisions=set())
             if req.validate_only:
                 return self.ops.proto(self.ops.completed(req.parent, svc))
             proxy = self.router.proxy(name)
@@ -112,7 +112,7 @@ class ServicesApi:
             old_t.revision = new_t.revision = ""
             template_changed = old_t != new_t
             existing = {rc.short(r.name) for r in self._revisions_of(name)}
-            self._validate(svc, existing_revisions=existing)
+            validate(svc, existing_revisions=existing)
             if req.validate_only:
                 return self.ops.proto(self.ops.completed(rc.parent_of(name), svc))
             return self.ops.proto(self._rollout(svc, template_changed=template_changed))
@@ -188,21 +188,6 @@ class ServicesApi:
         return self.ops.proto(self.ops.completed(rc.parent_of(req.name), rev))
 
     # --- rollouts -------------------------------------------------------------------------------------
-    def _validate(self, svc, existing_revisions: set[str]) -> None:
-        if not svc.template.containers:
-            raise invalid("service.template.containers: at least one container is required")
-        if svc.template.revision and not svc.template.revision.startswith(rc.short(svc.name) + "-"):
-            raise invalid(f"template.revision must start with '{rc.short(svc.name)}-'")
-        if not svc.traffic:
-            return
-        total = sum(t.percent for t in svc.traffic)
-        if total != 100:
-            raise invalid(f"traffic percentages must add up to 100, got {total}")
-        for t in svc.traffic:
-            if t.type_ == REVISION and t.revision not in existing_revisions \
-                    and t.revision != svc.template.revision:
-                raise invalid(f"traffic names revision {t.revision!r}, which does not exist")
-
     def _rollout(self, svc, *, template_changed: bool) -> str:
         """Store the new generation, start what it needs, and return the operation that follows it."""
         from google.cloud.run_v2.types import Revision

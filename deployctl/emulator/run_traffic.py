@@ -10,6 +10,7 @@ from collections.abc import Callable
 from deployctl.emulator import run_common as rc
 from deployctl.emulator.front_proxy import FrontProxy
 from deployctl.emulator.netaddr import stable_port
+from deployctl.emulator.rpc import invalid
 from deployctl.emulator.state import Store
 
 log = logging.getLogger("deployctl.emulator")
@@ -28,6 +29,22 @@ def resolve(svc) -> list[tuple[str, int]]:
         elif svc.latest_ready_revision:
             out.append((rc.short(svc.latest_ready_revision), percent))
     return out
+
+
+def validate(svc, existing_revisions: set[str]) -> None:
+    """A service's template and traffic spec, checked as Cloud Run checks them before a rollout."""
+    if not svc.template.containers:
+        raise invalid("service.template.containers: at least one container is required")
+    if svc.template.revision and not svc.template.revision.startswith(rc.short(svc.name) + "-"):
+        raise invalid(f"template.revision must start with '{rc.short(svc.name)}-'")
+    if not svc.traffic:
+        return
+    total = sum(t.percent for t in svc.traffic)
+    if total != 100:
+        raise invalid(f"traffic percentages must add up to 100, got {total}")
+    for t in svc.traffic:
+        if t.type_ == REVISION and t.revision not in existing_revisions and t.revision != svc.template.revision:
+            raise invalid(f"traffic names revision {t.revision!r}, which does not exist")
 
 
 def serving(statuses) -> set[str]:

@@ -21,6 +21,7 @@ import grpc
 
 from deployctl import redact
 from deployctl.emulator import certs, connector
+from deployctl.emulator import sqladmin_messages as msg
 from deployctl.emulator.netaddr import allocate_private_ip
 from deployctl.emulator.postgres import (
     CLOUDSQL_SUPERUSER,
@@ -190,47 +191,13 @@ class SqlAdminEmulator:
             }),
         ]
 
-    # --- messages ------------------------------------------------------------------------------------
-    def _operation(self, project: str, instance: str, kind: str):
-        from google.cloud.sqladmin_v1 import types as t
-
-        now = dt.datetime.now(dt.UTC)
-        op_id = str(uuid.uuid4())
-        link = f"https://sqladmin.googleapis.com/v1/projects/{project}"
-        return t.Operation(
-            kind="sql#operation", name=op_id, status=t.Operation.SqlOperationStatus.DONE,
-            operation_type=getattr(t.Operation.SqlOperationType, kind), target_id=instance,
-            target_project=project, target_link=f"{link}/instances/{instance}",
-            self_link=f"{link}/operations/{op_id}", user="emulator@local",
-            insert_time=now, start_time=now, end_time=now)
-
     def _instance_message(self, rec: dict):
-        from google.cloud.sqladmin_v1 import types as t
-
         if rec.get("state") == "PENDING_CREATE":
             state = "PENDING_CREATE"
         else:
             pid = self._cluster(rec).postmaster_pid()
             state = "RUNNABLE" if pid and pid_alive(pid) else "FAILED"  # killed by hand: report it (doctor)
-        project, name, region = rec["project"], rec["name"], rec["region"]
-        ca_cert = t.SslCert(kind="sql#sslCert", cert=self.ca.cert_pem.decode(), instance=name,
-                            common_name="deployctl local CA")
-        settings = t.Settings(
-            tier=rec.get("tier") or "db-custom-1-3840", activation_policy=t.Settings.SqlActivationPolicy.ALWAYS,
-            ip_configuration=t.IpConfiguration(
-                ipv4_enabled=False, private_network=f"projects/{project}/global/networks/default",
-                ssl_mode=t.IpConfiguration.SslMode.ENCRYPTED_ONLY, require_ssl=True),
-            user_labels=rec.get("labels") or {})
-        return t.DatabaseInstance(
-            kind="sql#instance", name=name, project=project, region=region, gce_zone=f"{region}-a",
-            state=getattr(t.DatabaseInstance.SqlInstanceState, state),
-            database_version=getattr(t.SqlDatabaseVersion, rec["database_version"]),
-            connection_name=f"{project}:{region}:{name}", settings=settings,
-            ip_addresses=[t.IpMapping(type_=t.SqlIpAddressType.PRIVATE, ip_address=rec["ip"])],
-            server_ca_cert=ca_cert, instance_type=t.SqlInstanceType.CLOUD_SQL_INSTANCE,
-            backend_type=t.SqlBackendType.SECOND_GEN, etag=rec.get("etag", ""),
-            self_link=f"https://sqladmin.googleapis.com/v1/projects/{project}/instances/{name}",
-            create_time=dt.datetime.fromisoformat(rec["create_time"]))
+        return msg.instance(rec, state, self.ca.cert_pem.decode())
 
     # --- instances -----------------------------------------------------------------------------------
     def get_instance(self, req):
@@ -274,7 +241,7 @@ class SqlAdminEmulator:
             self.store.put(COLLECTION, key, rec)  # PENDING_CREATE: a restart after a crash finishes it
             self._create(rec)
         log.info("sqladmin: instance %s:%s running on %s", project, body.name, rec["ip"])
-        return self._operation(project, body.name, "CREATE")
+        return msg.operation(project, body.name, "CREATE")
 
     def delete_instance(self, req):
         with self._lock:  # waits for a create in progress
@@ -283,15 +250,9 @@ class SqlAdminEmulator:
                 self.forwarder.remove(rec["ip"])
             self._cluster(rec).destroy()
             self.store.delete(COLLECTION, self._key(req.project, req.instance))
-        return self._operation(req.project, req.instance, "DELETE")
+        return msg.operation(req.project, req.instance, "DELETE")
 
     # --- users: the live pg_roles ----------------------------------------------------------------------
-    def _user_message(self, rec: dict, name: str):
-        from google.cloud.sqladmin_v1 import types as t
-
-        return t.User(kind="sql#user", name=name, host="", instance=rec["name"], project=rec["project"],
-                      type_=t.User.SqlUserType.BUILT_IN, etag=hashlib.sha1(name.encode()).hexdigest()[:16])
-
     # Cloud SQL does not list its own roles (cloudsqlsuperuser, a NOLOGIN group role, and the other cloudsql*
     # ones) as users; PostgreSQL's predefined pg_* roles are not users either.
     _NOT_USERS = "rolname !~ '^(pg_|cloudsql)'"
@@ -308,13 +269,13 @@ class SqlAdminEmulator:
 
         rec = self._require(req.project, req.instance)
         return t.UsersListResponse(kind="sql#usersList",
-                                   items=[self._user_message(rec, n) for n in self._roles(rec)])
+                                   items=[msg.user(rec, n) for n in self._roles(rec)])
 
     def get_user(self, req):
         rec = self._require(req.project, req.instance)
         if not self._user_exists(rec, req.name):
             raise _not_found(f"The user {req.name} does not exist in instance {req.instance}.")
-        return self._user_message(rec, req.name)
+        return msg.user(rec, req.name)
 
     def insert_user(self, req):
         rec = self._require(req.project, req.instance)
@@ -325,7 +286,7 @@ class SqlAdminEmulator:
         if self._execute(rec, "SELECT 1 FROM pg_roles WHERE rolname = :n", n=name):  # pg_* too: taken
             raise already_exists(f"user {name} in instance {req.instance}")
         self._cluster(rec).create_role(name, password or None, in_role=CLOUDSQL_SUPERUSER)
-        return self._operation(req.project, req.instance, "CREATE_USER")
+        return msg.operation(req.project, req.instance, "CREATE_USER")
 
     def update_user(self, req):
         rec = self._require(req.project, req.instance)
@@ -338,7 +299,7 @@ class SqlAdminEmulator:
             if name == PG_USER:  # the emulator administers the cluster as postgres: keep up
                 rec["superuser_password"] = req.body.password
                 self.store.put(COLLECTION, self._key(req.project, req.instance), rec)
-        return self._operation(req.project, req.instance, "UPDATE_USER")
+        return msg.operation(req.project, req.instance, "UPDATE_USER")
 
     def delete_user(self, req):
         rec = self._require(req.project, req.instance)
@@ -350,17 +311,9 @@ class SqlAdminEmulator:
             self._execute(rec, f"DROP ROLE {quote_ident(req.name)}")
         except Exception as e:  # dependent objects (2BP01): Cloud SQL refuses too
             raise failed_precondition(f"user {req.name} cannot be dropped: {getattr(e, 'args', [e])[0]}") from e
-        return self._operation(req.project, req.instance, "DELETE_USER")
+        return msg.operation(req.project, req.instance, "DELETE_USER")
 
     # --- databases: the live pg_database ---------------------------------------------------------------
-    def _database_message(self, rec: dict, name: str):
-        from google.cloud.sqladmin_v1 import types as t
-
-        return t.Database(kind="sql#database", name=name, instance=rec["name"], project=rec["project"],
-                          charset="UTF8", collation="C.UTF-8",
-                          self_link=(f"https://sqladmin.googleapis.com/v1/projects/{rec['project']}"
-                                     f"/instances/{rec['name']}/databases/{name}"))
-
     def _databases(self, rec: dict) -> list[str]:
         rows = self._execute(rec, "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY datname")
         return [r[0] for r in rows]
@@ -370,13 +323,13 @@ class SqlAdminEmulator:
 
         rec = self._require(req.project, req.instance)
         return t.DatabasesListResponse(kind="sql#databasesList",
-                                       items=[self._database_message(rec, n) for n in self._databases(rec)])
+                                       items=[msg.database(rec, n) for n in self._databases(rec)])
 
     def get_database(self, req):
         rec = self._require(req.project, req.instance)
         if req.database not in self._databases(rec):
             raise _not_found(f"The database {req.database} does not exist in instance {req.instance}.")
-        return self._database_message(rec, req.database)
+        return msg.database(rec, req.database)
 
     def insert_database(self, req):
         rec = self._require(req.project, req.instance)
@@ -386,14 +339,14 @@ class SqlAdminEmulator:
         if name in self._databases(rec):
             raise already_exists(f"database {name} in instance {req.instance}")
         self._cluster(rec).create_database(name, owner=CLOUDSQL_SUPERUSER)
-        return self._operation(req.project, req.instance, "CREATE_DATABASE")
+        return msg.operation(req.project, req.instance, "CREATE_DATABASE")
 
     def delete_database(self, req):
         rec = self._require(req.project, req.instance)
         if req.database not in self._databases(rec):
             raise _not_found(f"The database {req.database} does not exist in instance {req.instance}.")
         self._cluster(rec).drop_database(req.database)
-        return self._operation(req.project, req.instance, "DELETE_DATABASE")
+        return msg.operation(req.project, req.instance, "DELETE_DATABASE")
 
 
 def create(emulator) -> SqlAdminEmulator:

@@ -134,6 +134,32 @@ def test_permission_denied_names_the_cloudsql_role(admin, emulator):
         else:
             faults.write_text(previous)
 
+def test_an_instance_being_created_is_pending_not_missing(admin, clients, tmp_path):
+    """While Insert runs, Get and List answer PENDING_CREATE (as Cloud SQL does), not NOT_FOUND; provisioning
+    waits for it (bounded) instead of failing."""
+    import threading
+
+    from deployctl.localcloud.provision import _wait_for_instance
+
+    name = "pending-" + secrets.token_hex(3)
+    creating = threading.Thread(target=admin.insert_instance, args=(name, REGION))
+    creating.start()
+    states: list[str] = []
+    while creating.is_alive():
+        try:
+            states.append(admin.get_instance(name).state)
+        except errors.NotFound:
+            states.append("NOT_FOUND")  # only before the create has begun
+    creating.join()
+    assert "PENDING_CREATE" in states
+    assert "NOT_FOUND" not in states[states.index("PENDING_CREATE"):]
+    assert _wait_for_instance(admin, name, tmp_path).state == "RUNNABLE"
+    assert name in [i.name for i in admin.list_instances()]
+    from google.cloud.sqladmin_v1 import types as t
+
+    clients.sql_instances.delete(request=t.SqlInstancesDeleteRequest(project=PROJECT, instance=name))
+
+
 # --- users -------------------------------------------------------------------------------------------------
 
 def test_users_insert_list_get(admin, instance):
