@@ -58,7 +58,8 @@ def pinned_secrets(f: Facts, service: str) -> Outcome:
     if bad:
         return failed(f"revision {rev.id} pins secret versions that are no longer enabled: {', '.join(bad)}; a new "
                       "instance (scale-out, restart) will fail to start", f"deployctl deploy {service}", evidence)
-    return passed(f"{len(rev.secrets)} pinned secret versions enabled", evidence)
+    n = len(rev.secrets)
+    return passed(f"{n} pinned secret version{'s' if n != 1 else ''} enabled", evidence)
 
 
 def health(f: Facts, service: str) -> Outcome:

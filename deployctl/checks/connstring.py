@@ -50,6 +50,8 @@ def login(f: Facts, service: str) -> Outcome:
                         "SSL connections (28000 no encryption)",
         "auth-failed": f"the connection string in {t.url_secret} carries a password the database rejects (28P01), "
                        "or a mis-encoded one",
+        "network-dns": f"the host in {t.url_secret} does not resolve: a raw '@' or ':' in the password moves where "
+                       "parsers think the host starts (see dsn.lint)",
     }
     cause = causes.get(code, f"{t.url_secret}: {r.get('title', 'login failed')}: {r.get('cause', '')}")
     return failed(cause, step, [f"{code} (SQLSTATE {r.get('sqlstate') or '-'})"], fix="rewrite-url",

@@ -1,5 +1,5 @@
 """The service's database: its user and database exist (admin API), Terraform agrees with the config, the
-service's password logs in, which password source the database accepts (diagnosis), SSL, CREATE on public."""
+service's password logs in (and, when it does not, why: checks.passwords), SSL, CREATE on public."""
 
 from __future__ import annotations
 
@@ -88,88 +88,11 @@ def _auth_failed(f: Facts, service: str, result: dict) -> tuple[str, str, dict]:
                     {"fix": "create-user", "fix_args": {"service": service}})
     except Exception:  # noqa: BLE001 - cannot tell; carry on with the passwords
         pass
+    from deployctl.checks.passwords import verdict as password_verdict
+
     verdict = password_verdict(f, service, result)
     return verdict["cause"], verdict["next_step"], {"fix": verdict.get("fix"),
                                                      "fix_args": verdict.get("fix_args", {})}
-
-
-def password_verdict(f: Facts, service: str, result: dict) -> dict:
-    """Which source holds the password the database accepts, in words, with the repair to choose."""
-    t = f.target(service)
-    cands = {c.label: c for c in f.candidates(service)}
-    logins = result.get("logins", {})
-    accepted = [cands[k] for k, v in logins.items() if v["ok"] and k in cands]
-    latest = cands.get("secret-latest")
-    if latest and logins.get("secret-latest", {}).get("ok"):
-        return {"ok": True, "cause": f"the database accepts {latest.source}"}
-    if not accepted:
-        return {"ok": False, "cause": (
-            f"the database accepts none of the known passwords ({', '.join(c.source for c in cands.values())}): "
-            "it was changed outside these sources, or it expired or is not SCRAM (PostgreSQL gives the same "
-            "28P01; the admin API's user can tell an expiry)"),
-            "next_step": f"set it to Secret Manager's value: {SELF_FIX.format(service=service)} "
-                         "(SqlAdmin users.update)", "fix": "set-db-password", "fix_args": {"service": service}}
-    good = accepted[0]
-    if good.label == "secret-latest-stripped":
-        return {"ok": False, "cause": f"{latest.source} ends with a newline; without it, it is what the "
-                                      "database accepts", "next_step": SELF_FIX.format(service=service),
-                "fix": "strip-newline", "fix_args": {"secret": t.password_secret}}
-    who = " and ".join(c.source for c in accepted)
-    what = (f"{latest.source} is not what the database accepts" if latest
-            else f"{t.password_secret} has no readable version")
-    terraform_agrees = any(c.label == "terraform" for c in accepted)
-    return {"ok": False, "cause": f"{what}; the database accepts the password in {who}",
-            "next_step": (f"add that password as a new version of {t.password_secret} (and rewrite "
-                          f"{t.url_secret or 'the url secret'}): {SELF_FIX.format(service=service)}"
-                          if terraform_agrees else
-                          f"set the database user's password to {t.password_secret}'s value, or add the accepted "
-                          f"one as a new secret version: {SELF_FIX.format(service=service)}"),
-            "fix": "add-secret-version" if terraform_agrees else "set-db-password",
-            "fix_args": {"service": service, "label": good.label}}
-
-
-def passwords(f: Facts, service: str) -> Outcome:
-    """The three-way comparison: Terraform state, Secret Manager (latest, pinned), what the database accepts."""
-    t = f.target(service)
-    cands = f.candidates(service)
-    if not cands:
-        return skipped("no password source is readable")
-    result = f.database(service)
-    logins = result.get("logins", {}) if result["tcp"]["ok"] else {}
-    evidence = []
-    for c in cands:
-        verdict = logins.get(c.label)
-        said = ("accepted" if verdict["ok"] else f"rejected: {verdict.get('code', '?')}") if verdict else "not tried"
-        evidence.append(f"{c.source}: {c.fingerprint} ({said})")
-    if not logins:
-        return skipped("the database is not reachable: only the sources are compared", evidence)
-    if any(c.label == "secret-latest" for c in cands) and logins.get("secret-latest", {}).get("ok") is False \
-            and logins["secret-latest"].get("code") not in ("auth-failed",):
-        return skipped(f"the login fails for another reason ({logins['secret-latest'].get('code')}): see db.login",
-                       evidence)
-    verdict = password_verdict(f, service, result)
-    if not verdict["ok"]:
-        if t.user not in _users_or_empty(f, t.instance_name):
-            return skipped(f"user {t.user} does not exist (see db.user)", evidence)
-        return failed(verdict["cause"], verdict["next_step"], evidence, fix=verdict.get("fix"),
-                      fix_args=verdict.get("fix_args", {}))
-    stale = [c for c in cands if c.label in ("terraform", "secret-pinned", "url-secret") and
-             logins.get(c.label, {}).get("ok") is False]
-    if stale:
-        names = ", ".join(c.source for c in stale)
-        step = ("terraform apply would set the old password back: update the Terraform variable, or import the "
-                "new value" if any(c.label == "terraform" for c in stale) else SELF_FIX.format(service=service))
-        fix = {"fix": "rewrite-url", "fix_args": {"service": service}} if any(
-            c.label == "url-secret" for c in stale) else {}
-        return warned(f"the database accepts {t.password_secret} (latest) but not {names}", step, evidence, **fix)
-    return passed(f"every source agrees and the database accepts it ({len(cands)} sources)", evidence)
-
-
-def _users_or_empty(f: Facts, instance: str) -> list[str]:
-    try:
-        return f.users(instance)
-    except Exception:  # noqa: BLE001
-        return []
 
 
 def _session(f: Facts, service: str) -> dict:

@@ -89,6 +89,34 @@ def session(url: str, timeout: float) -> dict:
     return out
 
 
+ROLE_SQL = ("SELECT rolcanlogin, rolvaliduntil::text, coalesce(rolvaliduntil < now(), false) FROM pg_roles "
+            "WHERE rolname = :name")
+
+
+def role_of(url: str, role: str, timeout: float) -> dict | None:
+    """What pg_roles (readable by every role) says of `role`, read over the login in `url`: whether it exists,
+    may log in, and when its password expires. None when that login does not work."""
+    from deployctl.db.connect import connect
+
+    try:
+        conn = connect(url, timeout=timeout, application_name="deployctl-doctor")
+    except Exception:  # noqa: BLE001 - this login does not work: the caller tries another
+        return None
+    try:
+        rows = conn.run(ROLE_SQL, name=role)
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+    if not rows:
+        return {"exists": False}
+    can_login, valid_until, expired = rows[0]
+    return {"exists": True, "can_login": bool(can_login), "valid_until": valid_until, "expired": bool(expired)}
+
+
 def run_all(target: dict, candidates: dict[str, str], main: str | None, timeout: float,
             stored_url: str | None = None, tcp_result: dict | None = None) -> dict:
     """Everything doctor asks of the database, in one go: TCP, each candidate's login, the stored connection

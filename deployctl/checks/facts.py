@@ -20,14 +20,23 @@ from deployctl.errors import CloudError, NotFound
 MIGRATE_JOB = "{service}-migrate"
 
 
+TF_COMMAND_TIMEOUT = 25.0  # seconds for terraform_state_command: below tf.state's check timeout (registry)
+# Labels of the passwords something actually logs in with: the serving revision (its pinned version), the next
+# job or deploy (the url secret), `terraform apply` (which sets its own back). Preferred in this order when
+# the database accepts one of them: the repair then follows the database instead of changing it.
+CONSUMED = ("url-pinned", "secret-pinned", "url-secret", "terraform")
+
+
 @dataclass(frozen=True, repr=False)
 class Candidate:
     """A password some source holds for a database user. `label` is stable (used as a key and in JSON)."""
 
-    label: str  # terraform | secret-latest | secret-pinned | url-secret | secret-latest-stripped
-    source: str  # for people: "Secret Manager's latest version of X (v4)"
+    label: str  # terraform | secret-latest | secret-pinned | url-secret | url-pinned | secret-latest-stripped
+    source: str  # for people: "Secret Manager's latest version of X (v4, added 1 day ago)"
     password: str
     secret_ref: str | None = None  # "secret:version" when the value lives in Secret Manager (for --in-vpc)
+    holder: str = ""  # where the password is, to follow "the password in": "Terraform state (...)"
+    in_url: bool = False  # secret_ref holds a connection string with the password inside
 
     @property
     def fingerprint(self) -> str:
@@ -102,7 +111,8 @@ class Facts:
 
         def read():
             env = self.ctx.config.environment
-            return terraform.read(self.ctx.terraform_state_path(), env.terraform_state_command)
+            return terraform.read(self.ctx.terraform_state_path(), env.terraform_state_command,
+                                  timeout=TF_COMMAND_TIMEOUT)
 
         return self.memo("tfstate", read)
 
@@ -154,40 +164,76 @@ class Facts:
         try:
             latest = self.secret(t.password_secret)
             text = latest.data.decode("utf-8", "surrogateescape")
+            version = self.version_label(t.password_secret, latest.version)
             out.append(Candidate("secret-latest", f"Secret Manager's latest version of {t.password_secret} "
-                                 f"(v{latest.version})", text, f"{t.password_secret}:{latest.version}"))
+                                 f"({version})", text, f"{t.password_secret}:{latest.version}",
+                                 f"{t.password_secret} ({version})"))
             if latest.has_trailing_newline:
                 out.append(Candidate("secret-latest-stripped", f"Secret Manager's latest version of "
-                                     f"{t.password_secret} (v{latest.version}) without its trailing newline",
-                                     text.rstrip("\r\n")))
+                                     f"{t.password_secret} ({version}) without its trailing newline",
+                                     text.rstrip("\r\n"), holder=f"{t.password_secret} ({version}) without "
+                                     "its trailing newline"))
         except CloudError:
             pass
         try:
             user = self.tfstate().user(t.instance_name, t.user)
             if user and user.password:
                 ref = self._tf_secret_ref(t.password_secret, user.password)
-                out.append(Candidate("terraform", f"Terraform state ({user.address})", user.password, ref))
+                out.append(Candidate("terraform", f"Terraform state ({user.address})", user.password, ref,
+                                     f"Terraform state ({user.address})"))
         except Exception:  # noqa: BLE001 - no state: one source fewer (tf.state reports why)
             pass
         pinned = self.pinned_version(service, t.password_secret)
         if pinned:
             try:
                 value = self.secret(t.password_secret, pinned)
+                version = self.version_label(t.password_secret, value.version)
                 out.append(Candidate("secret-pinned", f"the version of {t.password_secret} pinned by the serving "
-                                     f"revision (v{value.version})", value.data.decode("utf-8", "surrogateescape"),
-                                     f"{t.password_secret}:{value.version}"))
+                                     f"revision ({version})", value.data.decode("utf-8", "surrogateescape"),
+                                     f"{t.password_secret}:{value.version}",
+                                     f"{t.password_secret} ({version}, pinned by the serving revision)"))
             except CloudError:
                 pass
         if t.url_secret:
-            try:
-                stored = self.secret(t.url_secret)
-                pw = password_in_url(stored.data.decode("utf-8", "surrogateescape"))
-                if pw is not None:
-                    out.append(Candidate("url-secret", f"the password inside {t.url_secret} (v{stored.version})",
-                                         pw))
-            except CloudError:
-                pass
+            out += self._url_candidates(service, t.url_secret)
         return out
+
+    def _url_candidates(self, service: str, url_secret: str) -> list[Candidate]:
+        """The password inside the url secret's latest version and inside the version the serving revision
+        pins (what the running service logs in with)."""
+        out = []
+        refs = [("url-secret", "latest", "")]
+        pinned = self.pinned_version(service, url_secret)
+        if pinned:
+            refs.append(("url-pinned", pinned, ", pinned by the serving revision"))
+        for label, ref, note in refs:
+            try:
+                stored = self.secret(url_secret, ref)
+            except CloudError:
+                continue
+            if label == "url-pinned" and out and out[0].secret_ref == f"{url_secret}:{stored.version}":
+                continue  # the revision pins the latest version: one candidate, not two
+            pw = password_in_url(stored.data.decode("utf-8", "surrogateescape"))
+            if pw is not None:
+                version = self.version_label(url_secret, stored.version)
+                out.append(Candidate(label, f"the password inside {url_secret} ({version}{note})", pw,
+                                     f"{url_secret}:{stored.version}", f"{url_secret} ({version}{note})",
+                                     in_url=True))
+        return out
+
+    def version_label(self, secret_id: str, number: int) -> str:
+        """'v4, added 1 day ago' (or 'v4' when the version list is not readable)."""
+        import datetime as dt
+
+        try:
+            created = next((v.create_time for v in self.versions(secret_id) if v.number == number), None)
+        except CloudError:
+            created = None
+        if created is None:
+            return f"v{number}"
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=dt.UTC)
+        return f"v{number}, added {_ago(dt.datetime.now(dt.UTC) - created)}"
 
     def _tf_secret_ref(self, secret_id: str, password: str) -> str | None:
         """The Secret Manager version holding Terraform's password, if Terraform wrote one with that value."""
@@ -212,6 +258,41 @@ class Facts:
         return None
 
     # --- the database, as seen from here or from inside the VPC ----------------------------------------
+    def role(self, service: str) -> dict | None:
+        """pg_roles' row for the service's user (exists, can_login, valid_until, expired, via), read over any
+        login that works on the instance: the user's own, or another service's (pg_roles is readable by every
+        role), since an expired password cannot log in to tell. None when no login works from here."""
+        return self.memo(f"role:{service}", lambda: self._role(service))
+
+    def _role(self, service: str) -> dict | None:
+        from deployctl.checks import dbprobe
+
+        if self.in_vpc:
+            return None
+        t = self.target(service)
+        logins = []
+        result = self.database(service)
+        via = result.get("session_via")
+        if via:
+            cand = next(c for c in self.candidates(service) if c.label == via)
+            logins.append((t.user, t.database, cand.password))
+        for name, svc in self.ctx.config.services.items():
+            db = svc.database
+            if name == service or db is None or self.ctx.config.instances[db.instance].name != t.instance_name:
+                continue
+            try:
+                pw = self.secret(db.password_secret).data.decode("utf-8", "surrogateescape").rstrip("\r\n")
+            except CloudError:
+                continue
+            logins.append((db.user, db.name, pw))
+        for user, database, password in logins:
+            url = dbprobe.url_for(host=t.host, port=t.port, database=database, user=user, password=password,
+                                  sslmode=t.ssl, timeout=self.probe_timeout)
+            row = dbprobe.role_of(url, t.user, self.probe_timeout)
+            if row is not None:
+                return {**row, "via": user}
+        return None
+
     def tcp(self, service: str) -> dict:
         if self.in_vpc:
             return self.database(service)["tcp"]
@@ -257,13 +338,24 @@ class Facts:
 
 
 def password_in_url(url: str) -> str | None:
-    """The password a connection string carries (decoded as SQLAlchemy would), registered for redaction."""
+    """The password a connection string carries (decoded as SQLAlchemy would), registered for redaction in
+    every piece a parser may cut it into (dbtarget.register_url)."""
     from deployctl import dsn
+    from deployctl.dbtarget import register_url
 
+    register_url(url)
     raw = dsn._raw_password(url.rstrip("\r\n"))
     if raw is None:
         return None
-    redact.register(raw)
     value = unquote(raw)
     redact.register(value)
     return value
+
+
+def _ago(delta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''} ago"
+    return "just now"

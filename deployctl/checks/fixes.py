@@ -1,6 +1,11 @@
 """`doctor --fix`: the safe repairs. Each is planned first (exactly what will change, in words, fingerprints
 only) and applied only after confirmation. Nothing here deletes or overwrites data: secrets get new versions
-(old ones stay enabled), users and databases are created, a password is set from Secret Manager's value."""
+(old ones stay enabled), users and databases are created, a password is set from Secret Manager's value.
+
+Repairs of one secret do not undo each other: a plan names the secrets it writes, and one that sets a password
+source (add-secret-version, set-db-password, create-user) supersedes strip-newline and rewrite-url for the
+secrets it writes itself (it writes the value without a newline and rebuilds the url secret).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from deployctl.checks.facts import Facts
 # Order matters: what exists first, then passwords, then the strings built from them.
 ORDER = ["create-database", "create-user", "set-db-password", "add-secret-version", "strip-newline",
          "rewrite-url", "grant-public"]
+PASSWORD_SOURCES = ("create-user", "set-db-password", "add-secret-version")
 
 
 @dataclass
@@ -23,6 +29,8 @@ class Plan:
     why: str = ""
     apply: Callable[[], str] | None = None  # None: nothing deployctl may do; `changes` says what to run
     checks: list[str] = field(default_factory=list)  # the check keys that asked for it
+    writes: set[str] = field(default_factory=set)  # the secrets it adds versions to
+    service: str = ""  # whose deployed revision may pin what it writes
 
 
 def _pw(f: Facts, service: str, label: str):
@@ -34,19 +42,60 @@ def plan(f: Facts, fix: str, args: dict) -> Plan | None:
     return builder(f, **args) if builder else None
 
 
+def _follow_password(f: Facts, service: str, password: str, *, secret_too: bool) -> tuple[list[str], Callable[[], str]]:
+    """What else changes once the database user has `password`: the password secret gets it as a new version
+    when its latest differs (a trailing newline, or `secret_too`), the url secret is rebuilt with it."""
+    t = f.target(service)
+    latest = _pw(f, service, "secret-latest")
+    store_it = secret_too or latest is None or latest.password != password
+    changes = []
+    if store_it:
+        changes.append(f"Secret Manager {t.password_secret}: add a new version with that password "
+                       f"({redact.fingerprint(password)}); the current versions stay as they are")
+    if t.url_secret:
+        changes.append(f"Secret Manager {t.url_secret}: add a new version, the connection string rebuilt with that "
+                       "password (percent-encoded, sslmode required)")
+
+    def apply() -> str:
+        done = []
+        if store_it:
+            done.append(f"added {t.password_secret} v{f.store.add_version(t.password_secret, password).number}")
+        if t.url_secret:
+            done.append(_write_url(f, service, password))
+        return ", ".join(done)
+
+    return changes, apply
+
+
 def _set_db_password(f: Facts, service: str, **_) -> Plan | None:
+    from deployctl.checks.passwords import broken_by_change
+
     t = f.target(service)
     latest = _pw(f, service, "secret-latest")
     if latest is None:
         return None
+    password = latest.password.rstrip("\r\n")  # a newline would become part of the database password
+    follow, also = _follow_password(f, service, password, secret_too=False)
+    changes = [f"Cloud SQL {t.instance_name}: set the password of user {t.user} to {latest.source} "
+               f"({redact.fingerprint(password)})" + (" without its trailing newline" if password != latest.password
+                                                      else ""), *follow]
+    broken = broken_by_change(f, service, password)
+    if broken:
+        changes.append("this breaks " + "; ".join(broken))
 
     def apply() -> str:
-        f.admin.set_password(t.instance_name, t.user, latest.password)
-        return f"set the password of {t.user} to {latest.source} ({latest.fingerprint})"
+        f.admin.set_password(t.instance_name, t.user, password)
+        done = f"set the password of {t.user} to {latest.source} ({redact.fingerprint(password)})"
+        more = also()
+        return done + (f", {more}" if more else "")
 
-    return Plan("set-db-password", service, [
-        f"Cloud SQL {t.instance_name}: set the password of user {t.user} to {latest.source} ({latest.fingerprint})"],
-        "Secret Manager is what the service reads; the database is made to accept it", apply)
+    return Plan("set-db-password", service, changes,
+                "no known password is accepted by the database and every one was tried: the database is made to "
+                "accept Secret Manager's", apply, writes=_writes(t), service=service)
+
+
+def _writes(t) -> set[str]:
+    return {t.password_secret} | ({t.url_secret} if t.url_secret else set())
 
 
 def _add_secret_version(f: Facts, service: str, label: str, **_) -> Plan | None:
@@ -54,24 +103,16 @@ def _add_secret_version(f: Facts, service: str, label: str, **_) -> Plan | None:
     good, latest = _pw(f, service, label), _pw(f, service, "secret-latest")
     if good is None:
         return None
-    changes = [f"Secret Manager {t.password_secret}: add a new version with the password in {good.source} "
-               f"({good.fingerprint}); the current versions stay as they are"]
-    if t.url_secret:
-        changes.append(f"Secret Manager {t.url_secret}: add a new version, the connection string rebuilt with "
-                       "that password (percent-encoded, sslmode required)")
-    why = (f"Terraform state and the database agree ({good.fingerprint}); {latest.source if latest else 'the secret'}"
-           f" ({latest.fingerprint if latest else 'unreadable'}) is the odd one out, so the secret follows them "
-           "(changing the database would break whatever still uses the old password, and terraform apply would "
-           "change it back)")
-
-    def apply() -> str:
-        v = f.store.add_version(t.password_secret, good.password).number
-        done = f"added {t.password_secret} v{v}"
-        if t.url_secret:
-            done += f", {_write_url(f, service, good.password)}"
-        return done
-
-    return Plan("add-secret-version", service, changes, why, apply)
+    follow, apply = _follow_password(f, service, good.password, secret_too=True)
+    users = {"url-pinned": "the serving revision", "secret-pinned": "the serving revision",
+             "url-secret": "the next job and deploy", "terraform": "terraform apply"}
+    why = (f"the database accepts the password in {good.holder} ({good.fingerprint}), which "
+           f"{users.get(good.label, 'something')} uses; {latest.source if latest else 'the secret'} "
+           f"({latest.fingerprint if latest else 'unreadable'}) is the odd one out, so the secret follows the "
+           "database (changing the database password would break whatever still uses it, and terraform apply "
+           "would change it back)")
+    changes = [c.replace("with that password", f"with the password in {good.holder}", 1) for c in follow]
+    return Plan("add-secret-version", service, changes, why, apply, writes=_writes(t), service=service)
 
 
 def _write_url(f: Facts, service: str, password: str) -> str:
@@ -90,20 +131,21 @@ def _rewrite_url(f: Facts, service: str, **_) -> Plan | None:
         return None
     logins = f.database(service).get("logins", {}) if f.tcp(service)["ok"] else {}
     # The password the database accepts, Secret Manager's first.
-    order = ["secret-latest", "terraform", "secret-pinned", "secret-latest-stripped"]
+    order = ["secret-latest", "terraform", "secret-pinned", "url-pinned", "secret-latest-stripped"]
     good = next((c for label in order for c in [_pw(f, service, label)]
                  if c and logins.get(label, {}).get("ok")), None) or _pw(f, service, "secret-latest")
     if good is None:
         return None
+    password = good.password.rstrip("\r\n")
 
     def apply() -> str:
-        return _write_url(f, service, good.password)
+        return _write_url(f, service, password)
 
     return Plan("rewrite-url", service, [
         f"Secret Manager {t.url_secret}: add a new version built by deployctl (postgresql+{t.driver}, user and "
-        f"password percent-encoded, host {t.host}, sslmode={t.ssl}) with the password in {good.source} "
-        f"({good.fingerprint})"], "the stored string is malformed or does not log in; the old version stays",
-        apply)
+        f"password percent-encoded, host {t.host}, sslmode={t.ssl}) with the password in {good.holder} "
+        f"({redact.fingerprint(password)})"], "the stored string is malformed or does not log in; the old version "
+        "stays", apply, writes={t.url_secret}, service=service)
 
 
 def _create_user(f: Facts, service: str, **_) -> Plan | None:
@@ -111,14 +153,21 @@ def _create_user(f: Facts, service: str, **_) -> Plan | None:
     latest = _pw(f, service, "secret-latest")
     if latest is None:
         return None
+    password = latest.password.rstrip("\r\n")
+    url = _pw(f, service, "url-secret")
+    follow, also = ([], lambda: "")
+    if password != latest.password or (url is not None and url.password != password):
+        follow, also = _follow_password(f, service, password, secret_too=False)
 
     def apply() -> str:
-        f.admin.insert_user(t.instance_name, t.user, latest.password)
-        return f"created user {t.user} on {t.instance_name}"
+        f.admin.insert_user(t.instance_name, t.user, password)
+        more = also()
+        return f"created user {t.user} on {t.instance_name}" + (f", {more}" if more else "")
 
     return Plan("create-user", service, [
-        f"Cloud SQL {t.instance_name}: create user {t.user} with the password in {latest.source} "
-        f"({latest.fingerprint})"], "the user does not exist", apply)
+        f"Cloud SQL {t.instance_name}: create user {t.user} with the password in {latest.holder} "
+        f"({redact.fingerprint(password)})", *follow], "the user does not exist", apply,
+        writes=_writes(t) if follow else set(), service=service)
 
 
 def _create_database(f: Facts, service: str, **_) -> Plan | None:
@@ -130,7 +179,7 @@ def _create_database(f: Facts, service: str, **_) -> Plan | None:
 
     return Plan("create-database", service, [f"Cloud SQL {t.instance_name}: create database {t.database} "
                                              "(empty; run deployctl migrate next)"], "the database does not exist",
-                apply)
+                apply, service=service)
 
 
 def _strip_newline(f: Facts, secret: str, **_) -> Plan | None:
@@ -143,7 +192,7 @@ def _strip_newline(f: Facts, secret: str, **_) -> Plan | None:
     return Plan("strip-newline", secret, [
         f"Secret Manager {secret}: add a new version with v{value.version}'s value minus its trailing newline "
         f"({redact.fingerprint(stripped)})"], "a trailing newline becomes part of the value for most readers",
-        apply)
+        apply, writes={secret})
 
 
 def _grant_public(f: Facts, service: str, **_) -> Plan | None:
@@ -173,7 +222,8 @@ def _grant_public(f: Facts, service: str, **_) -> Plan | None:
 
     return Plan("grant-public", service, [f"{t.database}: {sql} (as {t.user}, which works only if it owns the "
                                           "schema or is a member of its owner; otherwise run it as the owner)"],
-                "PostgreSQL 15 no longer grants CREATE on public to everyone", apply if latest else None)
+                "PostgreSQL 15 no longer grants CREATE on public to everyone", apply if latest else None,
+                service=service)
 
 
 _BUILDERS: dict[str, Callable[..., Plan | None]] = {
@@ -184,7 +234,9 @@ _BUILDERS: dict[str, Callable[..., Plan | None]] = {
 
 
 def collect(f: Facts, reports) -> list[Plan]:
-    """One plan per (fix, subject) asked for by the failed (or warned) checks, in a safe order."""
+    """One plan per (fix, subject) asked for by the failed (or warned) checks, in a safe order, without two plans
+    writing the same secret: a password-source plan supersedes strip-newline and rewrite-url there, and
+    add-secret-version supersedes set-db-password for its service (the database stays as it is)."""
     wanted: dict[tuple[str, str], tuple[dict, list[str]]] = {}
     for r in reports:
         o = r.outcome
@@ -192,16 +244,19 @@ def collect(f: Facts, reports) -> list[Plan]:
             continue
         key = (o.fix, str(sorted(o.fix_args.items())))
         wanted.setdefault(key, (o.fix_args, []))[1].append(r.check.key)
-    # A new password version already rewrites the url secret of that service.
-    covered = {args.get("service") for (fix, _), (args, _) in wanted.items() if fix == "add-secret-version"}
-    plans = []
+    following = {args.get("service") for (fix, _), (args, _) in wanted.items() if fix == "add-secret-version"}
+    plans: list[Plan] = []
     for (fix, _), (args, keys) in sorted(wanted.items(), key=lambda kv: ORDER.index(kv[0][0])):
-        if fix == "rewrite-url" and args.get("service") in covered:
-            continue
-        if fix == "set-db-password" and args.get("service") in covered:
+        if fix == "set-db-password" and args.get("service") in following:
             continue
         p = plan(f, fix, args)
         if p is not None:
             p.checks = keys
             plans.append(p)
-    return plans
+    written = set().union(*(p.writes for p in plans if p.fix in PASSWORD_SOURCES)) if plans else set()
+    kept = [p for p in plans if p.fix in PASSWORD_SOURCES or not (p.writes and p.writes <= written)]
+    for p in plans:
+        if p not in kept:  # the checks that asked for it are re-run after the plan that covers it
+            cover = next(q for q in kept if q.fix in PASSWORD_SOURCES and q.writes & p.writes)
+            cover.checks += [k for k in p.checks if k not in cover.checks]
+    return kept

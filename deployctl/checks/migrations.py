@@ -8,7 +8,7 @@ from deployctl.checks.engine import Outcome, Skip, failed, passed, skipped, warn
 from deployctl.checks.facts import MIGRATE_JOB, Facts
 from deployctl.errors import CloudError
 
-LOG_LINES = 8
+LOG_LINES = 8  # shown as evidence; LOG_LIMIT lines are read and diagnosed
 
 
 def _tree(f: Facts, service: str):
@@ -76,21 +76,39 @@ def last_job(f: Facts, service: str) -> Outcome:
     if last.succeeded:
         return passed(f"last execution {last.id} succeeded")
     from deployctl.cloud.logs import job_filter, tail
+    from deployctl.migration import diagnose
+    from deployctl.migration.job_runner import LOG_LIMIT
 
-    evidence = []
     try:
-        lines = tail(f.ctx.clients, f.ctx.project, job_filter(job_id, execution=last.id), limit=LOG_LINES)
-        evidence = [redact.redact(x.text.rstrip()) for x in lines if x.text.strip()]
+        got = tail(f.ctx.clients, f.ctx.project, job_filter(job_id, execution=last.id), limit=LOG_LIMIT)
+        lines = [redact.redact(x.text.rstrip("\n")) for x in got]
     except CloudError as e:
-        evidence = [f"(logs not readable: {e.message})"]
-    error = next((x for x in reversed(evidence) if any(w in x for w in ("FATAL", "Error", "error", "failed"))),
-                 last.message)
-    cause = f"the last execution {last.id} of {job_id} failed: {error}"
-    step = f"deployctl migrate {service}"
-    if "password authentication failed" in error or "28P01" in error:
-        step = f"the job could not log in: see db.login / db.passwords above, then {step}"
-    elif "no encryption" in error:
-        step = f"the job's connection lacks SSL: deployctl dsn {service} --write-secret, then {step}"
-    elif "already exists" in error:
-        step = f"a partial run left objects behind: make the migration idempotent (DESIGN §7), then {step}"
-    return failed(cause, step, evidence[-LOG_LINES:])
+        return failed(f"the last execution {last.id} of {job_id} failed: {last.message}",
+                      f"deployctl migrate {service}", [f"(logs not readable: {e.message})"])
+    # The job runner's reading: SQLSTATE first, the failing revision, traceback frames left out.
+    reading = diagnose.read(lines)
+    d = diagnose.diagnose(reading, service)
+    where = f" at revision {reading.failing_revision}" if reading.failing_revision else ""
+    if d is not None:
+        said = f"{d.title} (SQLSTATE {d.sqlstate})" if d.sqlstate else d.title
+        detail = reading.server_message or d.cause
+        cause = f"the last execution {last.id} of {job_id} failed{where}: {said}: {detail}"
+    else:
+        cause = f"the last execution {last.id} of {job_id} failed{where}: {reading.error_line or last.message}"
+    return failed(cause, _next_step(d, service), diagnose.tail(lines, LOG_LINES))
+
+
+def _next_step(d, service: str) -> str:
+    again = f"deployctl migrate {service}"
+    if d is None:
+        return f"read the job's log lines above, then {again}"
+    if d.code == "auth-failed":
+        return f"the job could not log in: see db.login / db.passwords / dsn.login above, then {again}"
+    if d.code in ("ssl-required", "network-dns"):
+        return f"the job's connection string is wrong: see dsn.lint above (deployctl dsn {service} --write-secret), " \
+               f"then {again}"
+    if d.code.startswith("network-"):
+        return f"the job could not reach the database: see net.private-ip / net.vpc-connector above, then {again}"
+    if d.code == "sql-error" and d.sqlstate in ("42710", "42P07", "42701"):
+        return f"a partial run left objects behind: make the migration idempotent (DESIGN §7), then {again}"
+    return f"{d.hint}; then {again}"

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from functools import partial
 
-from deployctl.checks import cloudrun, connstring, database, environment, migrations, network, secrets
+from deployctl.checks import (
+    cloudrun,
+    connstring,
+    database,
+    environment,
+    migrations,
+    network,
+    passwords,
+    secrets,
+    vpcjob,
+)
 from deployctl.checks.engine import Check
-from deployctl.checks.facts import Facts
+from deployctl.checks.facts import TF_COMMAND_TIMEOUT, Facts
 
 CONFIG, CREDENTIALS, TFSTATE = "config.valid", "cloud.credentials", "tf.state"
 
@@ -17,7 +27,7 @@ def environment_checks(cloud_timeout: float) -> list[Check]:
         Check(CREDENTIALS, "credentials present / local cloud reachable", environment.credentials,
               depends=[CONFIG], timeout=cloud_timeout),
         Check(TFSTATE, "Terraform state readable", environment.terraform_state, depends=[CONFIG],
-              timeout=cloud_timeout),
+              timeout=max(cloud_timeout, TF_COMMAND_TIMEOUT + 5)),
     ]
 
 
@@ -44,7 +54,7 @@ def service_checks(f: Facts, service: str, *, cloud_timeout: float, db_timeout: 
         add("net.tcp", "database reachable over TCP", network.tcp, [CREDENTIALS], timeout=db_timeout)
         add("db.login", f"{db.user} logs in with {db.password_secret}", database.login,
             ["net.tcp", "db.user", "db.database"], timeout=db_timeout)
-        add("db.passwords", "password sources agree (Terraform, Secret Manager, database)", database.passwords,
+        add("db.passwords", "password sources agree (Terraform, Secret Manager, database)", passwords.check,
             ["net.tcp", "db.user", "db.database"], timeout=db_timeout)
         add("db.ssl", "SSL negotiated", database.ssl, ["db.login"], timeout=db_timeout)
         add("db.public-schema", "migration user may create in schema public", database.public_schema,
@@ -73,7 +83,7 @@ def build(f: Facts, services: list[str], *, in_vpc: bool = False) -> list[Check]
     # one TCP connect, the candidates' logins in parallel, the stored string, the session: each bounded
     db_timeout = f.probe_timeout * 4 + 2
     if in_vpc:
-        db_timeout = max(120.0, db_timeout)  # a Cloud Run Job: create or update, run, read its logs
+        db_timeout = vpcjob.budget(f.probe_timeout)  # a Cloud Run Job: create or update, run, read its logs
     checks = environment_checks(cloud_timeout)
     for s in services:
         checks += service_checks(f, s, cloud_timeout=cloud_timeout, db_timeout=db_timeout)

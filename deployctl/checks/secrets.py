@@ -52,7 +52,9 @@ def secret_ok(f: Facts, service: str, secret_id: str, version: str) -> Outcome:
         return failed(f"secret {secret_id} is not readable: {e.message}", e.hint or "")
     evidence = [f"v{value.version} {value.fingerprint}, {len(enabled)} enabled of {len(versions)}"]
     if value.has_trailing_newline:
-        return failed(f"version {value.version} of {secret_id} ends with a newline (typical of "
+        # DESIGN §6: detect and warn. deployctl.runtime ignores it; where it matters (a password that the database
+        # then rejects), db.login and db.passwords fail.
+        return warned(f"version {value.version} of {secret_id} ends with a newline (typical of "
                       "`versions add --data-file` after echo): everything but deployctl.runtime takes it as part "
                       "of the value", f"store it without the newline: printf '%s' VALUE | {set_cmd.replace(' --from-file FILE', '')}"
                       " (or deployctl doctor --fix)", evidence, fix="strip-newline",

@@ -1,6 +1,8 @@
 """`doctor --in-vpc`: run deployctl.checks.vpcprobe as a Cloud Run Job (`<service>-doctor`) from the service's
-own image, with the service's VPC connector and the candidate passwords as secret references, and read its JSON
-answer back from the job's logs."""
+own image, with the service's VPC connector and the candidate passwords as secret references (a connection
+string's version for those inside one), and read its JSON answer back from the job's logs (waiting briefly:
+Cloud Logging lags). A candidate with no Secret Manager version (Terraform's, usually) cannot be passed: it is
+"not tried", and the diagnosis says so."""
 
 from __future__ import annotations
 
@@ -10,11 +12,24 @@ from deployctl.checks.vpcprobe import MARKER, env_name
 from deployctl.errors import CloudError
 
 JOB = "{service}-doctor"
+APPLY_BUDGET = 60.0  # seconds to create or update the job
+
+
+def run_deadline(probe_timeout: float) -> float:
+    return probe_timeout * 6 + 90
+
+
+def budget(probe_timeout: float) -> float:
+    """The db checks' timeout with --in-vpc: the job applied, run to its deadline, its logs settled, a margin;
+    so a slow job is reported by the job's own deadline (with its execution) rather than by the engine."""
+    from deployctl.migration.job_runner import LOG_SETTLE
+
+    return APPLY_BUDGET + run_deadline(probe_timeout) + LOG_SETTLE + 10
 
 
 def run(f, service: str, t, candidates) -> dict:
-    from deployctl.cloud.logs import job_filter, tail
     from deployctl.cloud.run import ContainerSpec
+    from deployctl.migration.job_runner import LogFollower
 
     ctx = f.ctx
     svc_cfg = ctx.config.services[service]
@@ -23,7 +38,7 @@ def run(f, service: str, t, candidates) -> dict:
     except CloudError:
         deployed = None
     image = deployed.image if deployed and deployed.image else svc_cfg.image
-    secrets = {env_name(c.label): c.secret_ref for c in candidates if c.secret_ref}
+    secrets = {env_name(c.label, in_url=c.in_url): c.secret_ref for c in candidates if c.secret_ref}
     if t.url_secret:
         secrets["DEPLOYCTL_PROBE_URL"] = f"{t.url_secret}:latest"
     args = ["--host", t.host, "--port", str(t.port), "--database", t.database, "--user", t.user,
@@ -35,11 +50,12 @@ def run(f, service: str, t, candidates) -> dict:
     job_id = JOB.format(service=service)
     ctx.progress(service, f"running the database probe inside the VPC as job {job_id}", detail=True)
     f.run_jobs.apply(job_id, spec, timeout_s=int(f.probe_timeout * 6 + 30))
-    execution = f.run_jobs.run(job_id, deadline=f.probe_timeout * 6 + 90)
-    lines = tail(ctx.clients, ctx.project, job_filter(job_id, execution=execution.id), limit=50)
+    execution = f.run_jobs.run(job_id, deadline=run_deadline(f.probe_timeout))
+    lines = LogFollower(ctx, service, job_id).settle(
+        execution.id, failed=not execution.succeeded, until=lambda got: any(x.startswith(MARKER) for x in got))
     for line in reversed(lines):
-        if line.text.startswith(MARKER):
-            result = json.loads(line.text[len(MARKER):])
+        if line.startswith(MARKER):
+            result = json.loads(line[len(MARKER):])
             result["via_job"] = execution.id
             return result
     raise CloudError(f"the probe job {job_id} ({execution.id}) left no result in its logs: {execution.message}",

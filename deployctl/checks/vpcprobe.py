@@ -4,8 +4,9 @@ service's own image:
     python -m deployctl.checks.vpcprobe --host 10.20.0.3 --port 5432 --database db --user u --sslmode require
 
 Candidate passwords arrive as secret-backed environment variables DEPLOYCTL_PROBE_PW_<LABEL> (never plain env),
-the stored connection string as DEPLOYCTL_PROBE_URL. It prints one line, MARKER + JSON, with what each login
-did (accepted or the SQLSTATE diagnosis) and never a value.
+or DEPLOYCTL_PROBE_URLPW_<LABEL> for a connection string whose password is the candidate; the stored connection
+string as DEPLOYCTL_PROBE_URL. It prints one line, MARKER + JSON, with what each login did (accepted or the
+SQLSTATE diagnosis) and never a value.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ import sys
 
 MARKER = "deployctl-vpcprobe-result "
 PREFIX = "DEPLOYCTL_PROBE_PW_"
+URL_PREFIX = "DEPLOYCTL_PROBE_URLPW_"
 
 
-def env_name(label: str) -> str:
-    return PREFIX + label.upper().replace("-", "_")
+def env_name(label: str, *, in_url: bool = False) -> str:
+    return (URL_PREFIX if in_url else PREFIX) + label.upper().replace("-", "_")
 
 
 def label_of(name: str) -> str:
-    return name[len(PREFIX):].lower().replace("_", "-")
+    prefix = URL_PREFIX if name.startswith(URL_PREFIX) else PREFIX
+    return name[len(prefix):].lower().replace("_", "-")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     candidates = {}
     for name, value in os.environ.items():
-        if name.startswith(PREFIX):
+        if name.startswith(URL_PREFIX):
+            from deployctl.checks.facts import password_in_url
+
+            password = password_in_url(value)
+            if password is not None:
+                candidates[label_of(name)] = password
+        elif name.startswith(PREFIX):
             redact.register(value)
             candidates[label_of(name)] = value
             if value.endswith(("\n", "\r")):

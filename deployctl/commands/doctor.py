@@ -15,6 +15,7 @@ from deployctl.results import Result
 SYMBOL = {"pass": "✓", "warn": "!", "fail": "✗", "skip": "-"}
 STYLE = {"pass": "ok", "warn": "warn", "fail": "fail", "skip": "skip"}
 ENVIRONMENT = "environment"
+DEFAULT_PROBE_TIMEOUT = 5.0  # seconds per TCP connect, login or query
 
 
 class CheckOut(BaseModel):
@@ -43,6 +44,7 @@ class FixOut(BaseModel):
     result: str
     checks: list[str]
     after: dict[str, str] = {}  # check key -> status after the repair
+    next_step: str = ""  # what the repair leaves to do (a redeploy, when the serving revision pins old versions)
 
 
 class DoctorResult(Result):
@@ -85,6 +87,8 @@ class DoctorResult(Result):
             blocks.append(views.Line(f"fix {fx.fix} ({fx.subject}): {fx.result}", style))
             if fx.after:
                 blocks.append(views.Line("  after: " + ", ".join(f"{k} {v}" for k, v in fx.after.items()), "dim"))
+            if fx.applied and fx.next_step:
+                blocks.append(views.Line(f"  next: {fx.next_step}", "bold"))
         c = self.counts
         summary = (f"{c.get('pass', 0)} passed, {c.get('warn', 0)} warnings, {c.get('fail', 0)} failed, "
                    f"{c.get('skip', 0)} skipped")
@@ -134,7 +138,7 @@ def _run(ctx: Context, services: list[str] | None, in_vpc: bool, probe_timeout: 
 def doctor(ctx: Context, services: list[str] | None = None, fix: bool = False, in_vpc: bool = False) -> DoctorResult:
     from deployctl.checks import engine
 
-    probe_timeout = min(ctx.timeout, 5.0) if ctx.timeout else 5.0
+    probe_timeout = ctx.timeout or DEFAULT_PROBE_TIMEOUT  # --timeout bounds each probe, both ways
     f, checks, chosen, reports = _run(ctx, services, in_vpc, probe_timeout)
     if reports is None:  # the configuration does not load: that is the one finding
         reports = engine.run(checks, f)
@@ -174,8 +178,24 @@ def _fix(ctx: Context, f, reports) -> list[FixOut]:
             entry.result = p.apply()
             entry.applied = True
             ctx.progress(p.key, entry.result, "ok")
+            entry.next_step = _redeploy_step(f, p)
         except DeployctlError as e:
             entry.result = f"failed: {e.message}" + (f" (next: {e.hint})" if e.hint else "")
             ctx.progress(p.key, entry.result, "fail")
         f.forget()
     return out
+
+
+def _redeploy_step(f, p) -> str:
+    """A new secret version reaches the service only with a new revision: its serving revision pins versions."""
+    from deployctl.errors import DeployctlError
+
+    if not p.service or not p.writes:
+        return ""
+    try:
+        pinned = [f"{sid} v{v}" for sid in sorted(p.writes) if (v := f.pinned_version(p.service, sid))]
+    except DeployctlError:
+        pinned = []
+    if not pinned:
+        return ""
+    return f"deployctl deploy {p.service}: its serving revision still pins {', '.join(pinned)}"

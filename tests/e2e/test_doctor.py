@@ -2,22 +2,26 @@
 
 Each scenario is what a user would run: break something (by hand, through the same APIs), run doctor, read
 its diagnosis (check id + cause) and exit code; `--fix --yes` where there is a safe repair, then doctor again.
-The scenarios run in file order; each leaves the environment healthy for the next. No password appears in any
-output, in any encoding.
+The scenarios run in file order; each leaves the environment healthy for the next. After each repair a
+`deployctl migrate` (the job runner) must succeed. No password appears in any output, in any encoding, whole or
+in part.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import sys
+import socket
+import threading
 import time
-from urllib.parse import quote, quote_plus
+from pathlib import Path
+from urllib.parse import quote
 
+import pg8000.native
 import pytest
 
 from tests.e2e.conftest import ROOT, Cli
+from tests.e2e.leaks import assert_no_leak
 
 CC, FG = "cross-chain-integration", "fiat-gateway"
 TREES = {CC: "cross_chain_integration", FG: "fiat_gateway"}
@@ -54,15 +58,11 @@ def cloudapi(cloud):
     clients.close()
 
 
-def migrate(cli: Cli, service: str) -> None:
-    import subprocess
-
-    url = cli(service and "dsn", service, "--reveal")
-    assert url.code == 0, url.stderr
-    env = {**cli.env, "DATABASE_URL": url.stdout.strip()}
-    proc = subprocess.run([sys.executable, "-m", "alembic", "-c", f"migrations/{TREES[service]}/alembic.ini",
-                           "upgrade", "head"], env=env, cwd=ROOT, capture_output=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+def migrate(cli: Cli, service: str) -> str:
+    """`deployctl migrate SERVICE` (the job runner), as a user runs it after a repair: it must succeed."""
+    run = cli("migrate", service)
+    assert run.code == 0, run.output
+    return run.output
 
 
 def doctor(cli: Cli, *args: str, options: tuple[str, ...] = ()) -> tuple[int, dict, str]:
@@ -92,11 +92,17 @@ def secret_values(api) -> list[str]:
 
 
 def assert_no_secret(api, *outputs: str, extra: tuple[str, ...] = ()) -> None:
-    for value in set(secret_values(api)) | set(extra):
-        forms = {value, quote(value, safe=""), quote_plus(value), base64.b64encode(value.encode()).decode()}
-        for out in outputs:
-            for form in forms:
-                assert form not in out, "a password leaked into the output"
+    assert_no_leak(set(secret_values(api)) | set(extra), *outputs)
+
+
+def superuser(api) -> pg8000.native.Connection:
+    """The instance's postgres user, as an admin reaches it (its password set through the admin API)."""
+    import secrets
+
+    password = "Su-" + secrets.token_urlsafe(18)
+    api.admin.set_password("core-pg", "postgres", password)
+    return pg8000.native.Connection("postgres", password=password, host=api.ip, port=5432, database="postgres",
+                                    ssl_context=True, timeout=10)
 
 
 def test_healthy_database_checks_pass(cloud, cloudapi):
@@ -121,7 +127,8 @@ def test_b_user_missing_then_fix(cloud, cloudapi):
     assert [f["fix"] for f in doc["data"]["fixes"]] == ["create-user"]
     c = checks(doc, FG)
     assert c["db.user"]["status"] == "pass" and c["db.login"]["status"] == "pass", out2
-    assert_no_secret(cloudapi, out, out2)
+    out3 = migrate(cloud, FG)
+    assert_no_secret(cloudapi, out, out2, out3)
 
 
 def test_c_database_missing_then_fix(cloud, cloudapi):
@@ -132,8 +139,8 @@ def test_c_database_missing_then_fix(cloud, cloudapi):
     assert c["db.database"]["status"] == "fail" and "database fiat_gateway does not exist" in c["db.database"]["cause"]
     code, doc, out2 = doctor(cloud, FG, "--fix", options=("--yes",))
     assert checks(doc, FG)["db.login"]["status"] == "pass", out2
-    migrate(cloud, FG)
-    assert_no_secret(cloudapi, out, out2)
+    out3 = migrate(cloud, FG)
+    assert_no_secret(cloudapi, out, out2, out3)
 
 
 def test_a_secret_disagrees_database_matches_terraform(cloud, cloudapi):
@@ -154,7 +161,39 @@ def test_a_secret_disagrees_database_matches_terraform(cloud, cloudapi):
     assert [f["fix"] for f in fixes] == ["add-secret-version"] and "odd one out" in fixes[0]["why"]
     c = checks(doc, CC)
     assert code == 0 and c["db.login"]["status"] == "pass" and c["dsn.login"]["status"] == "pass", out2
-    assert_no_secret(cloudapi, out, out2, extra=(new,))
+    out3 = migrate(cloud, CC)
+    assert_no_secret(cloudapi, out, out2, out3, extra=(new,))
+
+
+def _tf_without_secret_versions(cloud, tmp_path) -> Path:
+    """A config whose Terraform state holds the users' passwords but no Secret Manager version of them (the
+    usual real setup: Terraform sets the password, someone stores it by hand)."""
+    state = json.loads((cloud.state_dir / "terraform.tfstate").read_text())
+    state["resources"] = [r for r in state["resources"] if r["type"] != "google_secret_manager_secret_version"]
+    tf = tmp_path / "tf.json"
+    tf.write_text(json.dumps(state))
+    return _config_copy(tmp_path, lambda t: t.replace("emulator = true", f'emulator = true\nterraform_state = "{tf}"'))
+
+
+def test_a_in_vpc_where_terraform_cannot_be_passed_to_the_probe(cloud, cloudapi, tmp_path):
+    """The story's case with --in-vpc: Terraform's password has no Secret Manager version, so the probe cannot
+    try it. It is "not tried", never "accepts none"; the url secret's password is tried inside the VPC (the
+    probe reads it out of the connection string) and the database accepts it: the secret follows it."""
+    cli = Cli(cloud.state_dir, _tf_without_secret_versions(cloud, tmp_path))
+    new = "Hand-Added#Pw-InVpc-2026"
+    assert cloud("secrets", "set", "cross-chain-db-password", input=new).code == 0
+    code, doc, out = doctor(cli, CC, "--in-vpc")
+    c = checks(doc, CC)
+    assert code == 1, out
+    cause = c["db.passwords"]["cause"]
+    assert "accepts none" not in cause and "the database accepts the password in cross-chain-database-url" in cause
+    assert any("Terraform state" in e and "(not tried)" in e for e in c["db.passwords"]["evidence"])
+    assert c["db.passwords"]["next_step"].endswith("the database stays as it is")
+    code, doc, out2 = doctor(cli, CC, "--in-vpc", "--fix", options=("--yes",))
+    assert [f["fix"] for f in doc["data"]["fixes"]] == ["add-secret-version"], out2
+    assert code == 0 and checks(doc, CC)["db.login"]["status"] == "pass", out2
+    out3 = migrate(cloud, CC)
+    assert_no_secret(cloudapi, out, out2, out3, extra=(new,))
 
 
 def _write_url(api, url: str) -> None:
@@ -173,7 +212,8 @@ def test_d_url_secret_without_ssl_then_fix(cloud, cloudapi):
     assert c["db.login"]["status"] == "pass"  # the password itself is fine
     code, doc, out2 = doctor(cloud, CC, "--fix", options=("--yes",))
     assert code == 0 and checks(doc, CC)["dsn.login"]["status"] == "pass", out2
-    assert_no_secret(cloudapi, out, out2)
+    out3 = migrate(cloud, CC)
+    assert_no_secret(cloudapi, out, out2, out3)
 
 
 def test_e_unencoded_at_in_password_then_fix(cloud, cloudapi):
@@ -186,12 +226,16 @@ def test_e_unencoded_at_in_password_then_fix(cloud, cloudapi):
     assert code == 1
     assert c["dsn.lint"]["status"] == "fail" and "unencoded-reserved" in c["dsn.lint"]["cause"]
     assert c["dsn.login"]["status"] == "fail"
+    # a migrate before the repair fails before its job, with the lint's message, and shows no part of it
+    broken = cloud("migrate", CC)
+    assert broken.code == 1 and "unencoded-reserved" in broken.output, broken.output
     code, doc, out2 = doctor(cloud, CC, "--fix", options=("--yes",))
     c = checks(doc, CC)
     assert c["dsn.login"]["status"] == "pass" and c["dsn.lint"]["status"] == "pass", out2
     # Terraform state still holds the old password: the database accepts Secret Manager's, so a warning
     assert c["db.passwords"]["status"] == "warn" and "Terraform state" in c["db.passwords"]["cause"]
     assert code == 3
+    out3 = migrate(cloud, CC)
     # put Terraform's password back everywhere so the next scenario starts from the story's shape
     from deployctl import terraform
 
@@ -199,7 +243,7 @@ def test_e_unencoded_at_in_password_then_fix(cloud, cloudapi):
     cloudapi.admin.set_password("core-pg", "cross_chain_user", tf)
     cloudapi.store.add_version("cross-chain-db-password", tf)
     assert doctor(cloud, CC, "--fix", options=("--yes",))[0] == 0
-    assert_no_secret(cloudapi, out, out2, extra=(pw,))
+    assert_no_secret(cloudapi, out, out2, out3, broken.output, extra=(pw,))
 
 
 def test_f_trailing_newline(cloud, cloudapi):
@@ -208,34 +252,55 @@ def test_f_trailing_newline(cloud, cloudapi):
     code, doc, out = doctor(cloud, CC)
     c = checks(doc, CC)
     assert code == 1
-    assert c["secret.cross-chain-db-password"]["status"] == "fail"
+    # DESIGN §6: the newline itself is a warning; the login it breaks is the failure
+    assert c["secret.cross-chain-db-password"]["status"] == "warn"
     assert "ends with a newline" in c["secret.cross-chain-db-password"]["cause"]
+    assert c["db.login"]["status"] == "fail"
     assert "without it, it is what the database accepts" in c["db.passwords"]["cause"]
     code, doc, out2 = doctor(cloud, CC, "--fix", options=("--yes",))
     assert code == 0, out2
     assert_no_secret(cloudapi, out, out2)
 
 
-def _job(cloudapi, code: int, message: str):
-    from deployctl.cloud.run import ContainerSpec
-
-    spec = ContainerSpec(image="local/cross-chain-integration:dev", command=["python", "-c",
-                         f"import sys; print({message!r}, file=sys.stderr); sys.exit({code})"],
-                         vpc_connector="projects/deployctl-local/locations/us-central1/connectors/local-connector")
-    cloudapi.jobs.apply(f"{CC}-migrate", spec)
-    return cloudapi.jobs.run(f"{CC}-migrate", deadline=60)
+def test_f2_a_wrong_password_with_a_newline_is_repaired_once(cloud, cloudapi):
+    """The review's conflict: a wrong latest version that also ends with a newline. The password repair (add
+    Terraform's password) supersedes strip-newline of the same secret, which used to add the wrong value back
+    on top of it."""
+    wrong = "wrong value not it"
+    cloudapi.store.add_version("cross-chain-db-password", wrong + "\n")
+    code, doc, out = doctor(cloud, CC, "--fix", options=("--yes",))
+    assert [f["fix"] for f in doc["data"]["fixes"]] == ["add-secret-version"], out
+    c = checks(doc, CC)
+    assert code == 0 and c["db.login"]["status"] == "pass" and c["secret.cross-chain-db-password"]["status"] == "pass"
+    assert cloudapi.store.access("cross-chain-db-password").text != wrong
+    out2 = migrate(cloud, CC)
+    assert_no_secret(cloudapi, out, out2)
 
 
 def test_g_migration_job_failed(cloud, cloudapi):
-    ex = _job(cloudapi, 1, 'FATAL: password authentication failed for user "cross_chain_user"')
-    assert not ex.succeeded
-    code, doc, out = doctor(cloud, CC)
-    c = checks(doc, CC)["migrations.last-job"]
-    assert code == 1 and c["status"] == "fail"
-    assert ex.id in c["cause"] and "password authentication failed" in c["cause"]
-    assert "db.login" in c["next_step"]
-    assert _job(cloudapi, 0, "migrated").succeeded
-    assert doctor(cloud, CC)[0] == 0
+    """A real migration job, failing as in the story (28P01): the check reads enough of its log to find the
+    SQLSTATE and diagnoses it as the job runner does, not by the first line that says "error"."""
+    from sqlalchemy.engine import make_url
+
+    good = cloudapi.store.access("cross-chain-database-url").text
+    wrong = make_url(good).set(password="Not-The-Pw-0451").render_as_string(hide_password=False)
+    _write_url(cloudapi, wrong)
+    try:
+        failed = cloud("migrate", CC)
+        assert failed.code == 1 and "28P01" in failed.output, failed.output
+        code, doc, out = doctor(cloud, CC)
+        c = checks(doc, CC)["migrations.last-job"]
+        assert code == 1 and c["status"] == "fail", out
+        assert "28P01" in c["cause"] and "password authentication failed" in c["cause"]
+        assert "sqlalche.me" not in c["cause"]  # not the "Background on this error" line
+        assert "db.login" in c["next_step"] and "dsn.login" in c["next_step"]
+        assert not any(e.startswith(("  File", "Traceback")) or set(e.strip()) <= set("^~") for e in c["evidence"])
+    finally:
+        _write_url(cloudapi, good)
+    again = migrate(cloud, CC)
+    code, doc, out2 = doctor(cloud, CC)
+    assert code == 0 and checks(doc, CC)["migrations.last-job"]["status"] == "pass", out2
+    assert_no_secret(cloudapi, failed.output, out, again, out2, extra=("Not-The-Pw-0451",))
 
 
 def _config_copy(tmp_path, edit) -> Cli:
@@ -246,18 +311,57 @@ def _config_copy(tmp_path, edit) -> Cli:
     return tmp_path / "configs"
 
 
-def test_h_wrong_private_ip_fails_within_its_timeout(cloud, cloudapi, tmp_path):
-    cfg = _config_copy(tmp_path, lambda t: t.replace('ssl = "require"', 'ssl = "require"\nprivate_ip = "127.1.2.3"'))
+@pytest.fixture()
+def silent_listener():
+    """An address that accepts TCP connections and never answers (a black hole after the handshake)."""
+    import random
+
+    for _ in range(20):
+        host = f"127.{random.randint(200, 250)}.{random.randint(1, 250)}.{random.randint(1, 250)}"
+        sock = socket.socket()
+        try:
+            sock.bind((host, 5432))
+            break
+        except OSError:
+            sock.close()
+    else:
+        pytest.skip("no free loopback address for the silent listener")
+    sock.listen(16)
+    held, stop = [], threading.Event()
+
+    def accept():
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(sock.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield host
+    stop.set()
+    t.join(2)
+    for conn in held:
+        conn.close()
+    sock.close()
+
+
+def test_h_wrong_private_ip_fails_within_its_timeout(cloud, cloudapi, tmp_path, silent_listener):
+    """The configured IP answers TCP and then nothing: the login times out at --timeout, not the driver's
+    2-minute default, and the checks end within their own timeouts."""
+    host = silent_listener
+    cfg = _config_copy(tmp_path, lambda t: t.replace('ssl = "require"', f'ssl = "require"\nprivate_ip = "{host}"'))
     cli = Cli(cloud.state_dir, cfg)
     start = time.monotonic()
-    code, doc, out = doctor(cli, CC, options=("--timeout", "3"))
+    code, doc, out = doctor(cli, CC, options=("--timeout", "2"))
     took = time.monotonic() - start
     c = checks(doc, CC)
     assert code == 1
-    assert c["net.private-ip"]["status"] == "fail" and "127.1.2.3" in c["net.private-ip"]["cause"]
-    assert c["net.tcp"]["status"] == "fail" and "network" in c["net.tcp"]["cause"]
-    assert c["net.tcp"]["elapsed"] <= 5 and took < 60
-    assert c["db.login"]["status"] == "skip"
+    assert c["net.private-ip"]["status"] == "fail" and host in c["net.private-ip"]["cause"]
+    assert c["db.login"]["status"] == "fail" and "network-timeout" in " ".join(c["db.login"]["evidence"]), c["db.login"]
+    assert 2 <= c["db.login"]["elapsed"] <= 2 * 4 + 2  # the probe's own timeout ran out, inside the check's
+    assert took < 45
     assert_no_secret(cloudapi, out)
 
 
@@ -266,6 +370,44 @@ def test_i_private_ip_without_vpc_connector(cloud, cloudapi, tmp_path):
     code, doc, out = doctor(Cli(cloud.state_dir, cfg), CC)
     c = checks(doc, CC)["net.vpc-connector"]
     assert code == 1 and c["status"] == "fail" and "has no VPC connector" in c["cause"]
+    assert_no_secret(cloudapi, out)
+
+
+def test_m_expired_password(cloud, cloudapi):
+    """28P01 for every source: pg_roles, read over another service's login, says the password expired."""
+    admin = superuser(cloudapi)
+    try:
+        admin.run("ALTER ROLE cross_chain_user VALID UNTIL '2001-01-01'")
+        code, doc, out = doctor(cloud, CC)
+        c = checks(doc, CC)
+        assert code == 1
+        for cid in ("db.login", "db.passwords"):
+            assert c[cid]["status"] == "fail" and "expired" in c[cid]["cause"], c[cid]
+            assert "read as fiat_gateway_user" in c[cid]["cause"]
+            assert "VALID UNTIL 'infinity'" in c[cid]["next_step"]
+        assert not c["db.passwords"].get("fixable")  # a new password would not help; no --fix changes it
+    finally:
+        admin.run("ALTER ROLE cross_chain_user VALID UNTIL 'infinity'")
+        admin.close()
+    assert doctor(cloud, CC)[0] == 0
+    assert_no_secret(cloudapi, out)
+
+
+def test_n_nologin_role(cloud, cloudapi):
+    admin = superuser(cloudapi)
+    try:
+        admin.run("ALTER ROLE fiat_gateway_user NOLOGIN")
+        code, doc, out = doctor(cloud, FG)
+        c = checks(doc, FG)
+        assert code == 1
+        assert c["db.login"]["status"] == "fail" and "NOLOGIN" in c["db.login"]["cause"]
+        assert "ALTER ROLE fiat_gateway_user LOGIN" in c["db.login"]["next_step"]
+        assert c["db.passwords"]["status"] == "skip"  # the password is right: not a password problem
+    finally:
+        admin.run("ALTER ROLE fiat_gateway_user LOGIN")
+        admin.close()
+    assert doctor(cloud, FG)[0] == 0
+    assert_no_secret(cloudapi, out)
 
 
 def test_in_vpc_runs_the_probe_as_a_job(cloud, cloudapi):
@@ -275,6 +417,7 @@ def test_in_vpc_runs_the_probe_as_a_job(cloud, cloudapi):
     assert "from inside the VPC" in c["net.tcp"]["cause"]
     job = cloudapi.jobs.get(f"{CC}-doctor")
     assert job.secrets and not any("PW" in k for k in job.env)  # passwords only as secret references
+    assert "DEPLOYCTL_PROBE_URLPW_URL_SECRET" in job.secrets  # the url's password is tried inside the VPC too
     assert_no_secret(cloudapi, out)
 
 
@@ -309,3 +452,47 @@ def test_k_cloud_run_checks_on_a_deployed_service(cloud, cloudapi):
         assert c["run.ready"]["status"] == "pass"  # the running revision still serves: only new instances fail
     finally:
         cloudapi.store.enable("api-key-pepper", pinned)
+
+
+def test_l_the_database_follows_no_one_then_everyone_follows_the_database(cloud, cloudapi):
+    """cross-chain-integration deployed (its revision pins the url secret). (1) The database accepts only the
+    url secret's password: the password secret follows it, never the database, and doctor says to redeploy.
+    (2) The database accepts no known password: only then set-db-password, listing what it breaks, with the
+    url secret rewritten. A migrate succeeds after each. Last in the file: it leaves the service deployed."""
+    from deployctl import dsn
+
+    deployed = cloud("deploy", CC, "--no-status")
+    assert deployed.code == 0, deployed.output
+    p1, p9 = "Url-Only#Pw-2026-x1", "Nobody-Knows#Pw-9"
+    cloudapi.admin.set_password("core-pg", "cross_chain_user", p1)
+    _write_url(cloudapi, dsn.build(driver="pg8000", user="cross_chain_user", password=p1, database="cross_chain",
+                                   host=cloudapi.ip, sslmode="require").url)
+    code, doc, out = doctor(cloud, CC)
+    c = checks(doc, CC)
+    assert code == 1
+    assert "the database accepts the password in cross-chain-database-url (v" in c["db.passwords"]["cause"]
+    assert any("pinned by the serving revision" in e and "(rejected" in e for e in c["db.passwords"]["evidence"])
+    assert any(", added " in e for e in c["db.passwords"]["evidence"])  # versions say how old they are
+    code, doc, out2 = doctor(cloud, CC, "--fix", options=("--yes",))
+    fixes = doc["data"]["fixes"]
+    assert [f["fix"] for f in fixes] == ["add-secret-version"], out2
+    assert fixes[0]["next_step"].startswith(f"deployctl deploy {CC}: its serving revision still pins"), fixes[0]
+    assert cloudapi.store.access("cross-chain-db-password").text == p1  # the database was left alone
+    c = checks(doc, CC)
+    assert c["db.login"]["status"] == "pass" and c["dsn.login"]["status"] == "pass", out2
+    out3 = migrate(cloud, CC)
+
+    cloudapi.admin.set_password("core-pg", "cross_chain_user", p9)
+    code, doc, out4 = doctor(cloud, CC)
+    c = checks(doc, CC)
+    assert code == 1 and "accepts none of the known passwords" in c["db.passwords"]["cause"]
+    assert "that breaks" in c["db.passwords"]["next_step"] and "the serving revision (it pins" in c["db.passwords"]["next_step"]
+    code, doc, out5 = doctor(cloud, CC, "--fix", options=("--yes",))
+    fixes = doc["data"]["fixes"]
+    assert [f["fix"] for f in fixes] == ["set-db-password"], out5
+    assert any("this breaks" in x and "terraform apply" in x for x in fixes[0]["changes"]), fixes[0]
+    assert "added cross-chain-database-url v" in fixes[0]["result"]  # the url secret follows at once
+    c = checks(doc, CC)
+    assert c["db.login"]["status"] == "pass" and c["dsn.login"]["status"] == "pass", out5
+    out6 = migrate(cloud, CC)
+    assert_no_secret(cloudapi, out, out2, out3, out4, out5, out6, extra=(p1, p9))
