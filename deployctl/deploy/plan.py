@@ -90,11 +90,15 @@ def _flatten(spec: ContainerSpec) -> dict[str, object]:
     return out
 
 
+def _value(value: object) -> object:
+    return None if value == [] or value == {} else value  # an empty list is no setting, as on a create
+
+
 def diff(desired: ContainerSpec, live: ContainerSpec | None) -> list[Change]:
     want = _flatten(desired)
     have = _flatten(live) if live else {}
     return [Change(k, have.get(k), want.get(k)) for k in sorted(set(want) | set(have))
-            if want.get(k) != have.get(k)]
+            if _value(want.get(k)) != _value(have.get(k))]
 
 
 def plan(desired: DesiredService, live: Live | None, migrations: MigrationStatus | None = None, *,

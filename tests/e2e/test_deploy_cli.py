@@ -108,9 +108,9 @@ def test_deploy_all_then_status_matrix(local_cloud, tmp_path):
 def test_env_change_dry_run_redeploy_and_rollback(local_cloud, tmp_path):
     first = cli_for(local_cloud, tmp_path / "a", service("e2ed-env"))
     assert (run := first("deploy", "e2ed-env", "--no-status", *GATE)).code == 0, run.output
-    old = status_json(first)["e2ed-env"]["serving"]
-
     before = status_json(first)["e2ed-env"]
+    old = before["serving"]
+
     changed = cli_for(local_cloud, tmp_path / "b", service("e2ed-env", env='LOG_LEVEL = "debug"'))
     plan = changed("--json", "deploy", "e2ed-env", "--dry-run", "--detailed-exitcode")
     assert plan.code == 2, plan.output
@@ -150,8 +150,8 @@ def test_env_change_dry_run_redeploy_and_rollback(local_cloud, tmp_path):
     assert out["target"] == new and out["blocked"].startswith(f"would undo the rollback of {new}"), out
     assert status_json(changed)["e2ed-env"]["serving"] == old
     assert changed("rollback", "e2ed-env", "--to", new).code == 0  # a deliberate choice of that revision
-    assert status_json(changed)["e2ed-env"]["serving"] == new
-    assert changed("--json", "deploy", "e2ed-env", "--dry-run", "--detailed-exitcode").code == 0
+    again = changed("--json", "deploy", "e2ed-env", "--dry-run", "--detailed-exitcode")
+    assert again.code == 0 and json.loads(again.stdout)["data"]["services"][0]["revision"] == new, again.output
     missing = changed("rollback", "e2ed-env", "--to", "e2ed-env-nope")
     assert missing.code == 2 and "no revision" in missing.stderr
 
