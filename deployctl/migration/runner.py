@@ -189,6 +189,13 @@ def plan(ctx: Context, service: str, *, to: str = "head", runner: str = DEFAULT_
 
 def _plan(ctx: Context, tree: Tree, to: str, runner: str, lock_wait: float | None, before,
           cred: Callable[[], Credential]) -> MigrationPlan:
+    if before.current is None and to not in ("head", "heads", "base") and not to.startswith(("+", "-")) \
+            and to not in tree.heads():
+        # A revision id is an upgrade from below it and a downgrade from above it: unknown here.
+        raise UsageError(f"{tree.service}: cannot tell whether --to {to} goes up or down: the database's revision "
+                         f"could not be read from here ({before.unknown})",
+                         hint="run it where the database can be read (deployctl migrate status), or use --to "
+                              "head, base or -N")
     direction = _direction(tree, tree.service, to, before.current)
     undo = _undone(tree, to, before.current) if direction == "downgrade" else []
     return MigrationPlan(tree, to, runner, lock_wait, before, cred, direction, undo)

@@ -326,3 +326,16 @@ def test_a_concurrent_index_failing_halfway_is_finished_by_the_next_run(local_cl
         assert holder.run("SELECT version_num FROM alembic_version") == [[FIAT_HEAD]]
     finally:
         holder.close()
+
+
+def test_all_runs_every_service_each_with_its_own_progress(local_cloud):
+    cli = local_cloud
+    assert cli("migrate", "cross-chain-integration").code == 0
+    assert cli("--yes", "migrate", "fiat-gateway", "--to", FIAT_COLUMN).code == 0
+    run = cli("migrate", "--all")  # the jobs of both services run at the same time
+    assert run.code == 0, run.output
+    assert f"{FIAT_COLUMN} → {FIAT_HEAD} (head) (1 step(s))" in run.output
+    assert f"nothing to do: already at {CROSS_HEAD} (head)" in run.output
+    assert "fiat-gateway: running job fiat-gateway-migrate" in run.stderr
+    assert "cross-chain-integration: running job cross-chain-integration-migrate" in run.stderr
+    assert status_of(cli, "fiat-gateway")["current"] == [FIAT_HEAD]

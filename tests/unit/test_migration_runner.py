@@ -112,3 +112,13 @@ def test_the_local_runner_is_not_started_against_an_unreachable_database():
     p.runner = "local"
     refused = runner._refusal(p)
     assert refused is not None and not refused.ok and "not reachable from here" in refused.error
+
+
+def test_an_older_revision_with_the_database_unreadable_is_refused_not_guessed():
+    fiat = tree(ROOT / "migrations" / "fiat_gateway")
+    before = MigrationStatus("fiat-gateway", [FIAT[-1]], unknown="connection timed out")
+    with pytest.raises(UsageError) as refused:
+        runner._plan(None, fiat, "7c42d9e1b302", "job", None, before, lambda: None)
+    assert "cannot tell whether --to 7c42d9e1b302 goes up or down" in refused.value.message
+    assert runner._plan(None, fiat, "head", "job", None, before, lambda: None).direction == "upgrade"
+    assert runner._plan(None, fiat, "-1", "job", None, before, lambda: None).undo == [FIAT[-1]]
