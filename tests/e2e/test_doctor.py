@@ -450,6 +450,7 @@ def test_k_cloud_run_checks_on_a_deployed_service(cloud, cloudapi):
         assert f"api-key-pepper:{pinned}" in c["run.pinned-secrets"]["cause"]
         assert c["run.pinned-secrets"]["next_step"] == f"deployctl deploy {svc}"
         assert c["run.ready"]["status"] == "pass"  # the running revision still serves: only new instances fail
+        assert_no_secret(cloudapi, out, deployed.output)
     finally:
         cloudapi.store.enable("api-key-pepper", pinned)
 

@@ -50,6 +50,12 @@ def db(cli: Cli, service: str) -> pg8000.native.Connection:
                                     database=u.database, ssl_context=True, timeout=10)
 
 
+def db_password(cli: Cli, service: str) -> str:
+    run = cli("dsn", service, "--reveal")
+    assert run.code == 0, run.output
+    return make_url(run.stdout.strip()).password
+
+
 def enum_labels(conn, name: str) -> list[str]:
     return [r[0] for r in conn.run("SELECT e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid "
                                    "WHERE t.typname = :n ORDER BY e.enumsortorder", n=name)]
@@ -83,6 +89,7 @@ def test_job_and_local_runners_up_again_down_up(local_cloud):
     assert again.code == 0 and "nothing to do" in again.output, again.output
     st = status_of(cli, svc)
     assert st["current"] == [CROSS_HEAD] and st["pending"] == []
+    assert_no_leak([db_password(cli, svc)], down.output, up.output, again.output)
 
 
 @pytest.mark.parametrize("runner", ["job", "local"])
@@ -102,6 +109,7 @@ def test_migration_failing_halfway_leaves_the_previous_revision(local_cloud, tmp
         conn.close()
     st = status_of(failing, "fiat-gateway")
     assert st["current"] == [FIAT_HEAD] and st["pending"] == ["f00dfa11ed04"]
+    assert_no_leak([db_password(cli, "fiat-gateway")], run.output)
 
 
 def test_five_concurrent_runs_apply_each_revision_once(local_cloud, tmp_path):
@@ -134,6 +142,7 @@ def test_five_concurrent_runs_apply_each_revision_once(local_cloud, tmp_path):
     for rev in ("3b1f0e2a9c01", "7c42d9e1b302", FIAT_COLUMN, FIAT_HEAD):
         assert sum(out.count(f"-> {rev},") for out in outputs) == 1, outputs
     assert status_of(cli, svc)["current"] == [FIAT_HEAD]
+    assert_no_leak([db_password(cli, svc)], *outputs)
 
 
 def test_wrong_password_and_missing_ssl_in_the_jobs_secret(local_cloud):
