@@ -73,6 +73,7 @@ def _planned(name: str, p: Prepared | errors.DeployctlError) -> Outcome:
 def _run_wave(ctx: Context, wave: list[str], deps: dict[str, list[str]], prepared: dict, opts: Options,
               preparer: Preparer, outcomes: dict[str, Outcome], names: list[str]) -> None:
     running: dict[Future, str] = {}
+    launched: set[str] = set()  # noted before submit: a Ctrl-C can land inside submit() itself
     try:
         with pool(min(MAX_PARALLEL, len(wave))) as workers:
             while any(n not in outcomes for n in wave):
@@ -84,6 +85,7 @@ def _run_wave(ctx: Context, wave: list[str], deps: dict[str, list[str]], prepare
                         outcomes[name] = Outcome(name, SKIPPED, reason=f"dependency failed: {', '.join(bad)}")
                         ctx.progress(name, outcomes[name].reason, "skip")
                     elif all(d in outcomes for d in deps[name]):
+                        launched.add(name)
                         running[workers.submit(_guarded, ctx, name, prepared[name], opts, preparer)] = name
                 if not running:
                     continue
@@ -92,11 +94,11 @@ def _run_wave(ctx: Context, wave: list[str], deps: dict[str, list[str]], prepare
                 for fut in done:
                     outcomes[running.pop(fut)] = fut.result()
     except KeyboardInterrupt:
-        raise _interrupted(names, prepared, outcomes, running) from None
+        raise _interrupted(names, prepared, outcomes, running, launched) from None
 
 
-def _interrupted(names: list[str], prepared: dict, outcomes: dict[str, Outcome],
-                 running: dict[Future, str]) -> interrupt.Cancelled:
+def _interrupted(names: list[str], prepared: dict, outcomes: dict[str, Outcome], running: dict[Future, str],
+                 launched: set[str]) -> interrupt.Cancelled:
     """Ctrl-C: the workers stop at their next wait (interrupt.request, by the pool); give them a moment to say
     so, then report what was done and what was not."""
     interrupt.request()
@@ -112,7 +114,7 @@ def _interrupted(names: list[str], prepared: dict, outcomes: dict[str, Outcome],
         prep = prepared.get(name)
         live = prep.service if isinstance(prep, Prepared) else None
         serving = ", ".join(live.serving) if live else ""
-        started = name in running.values()
+        started = name in launched
         not_done.append(f"{name} {'stopped before moving traffic' if started else 'not started'}; serving stays "
                         f"on {serving or 'no revision'}")
     return interrupt.Cancelled(done, not_done)
