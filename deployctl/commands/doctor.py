@@ -138,7 +138,7 @@ def _run(ctx: Context, services: list[str] | None, in_vpc: bool, probe_timeout: 
 def doctor(ctx: Context, services: list[str] | None = None, fix: bool = False, in_vpc: bool = False) -> DoctorResult:
     from deployctl.checks import engine
 
-    probe_timeout = ctx.timeout or DEFAULT_PROBE_TIMEOUT  # --timeout bounds each probe, both ways
+    probe_timeout = probe_timeout_for(ctx.timeout)
     f, checks, chosen, reports = _run(ctx, services, in_vpc, probe_timeout)
     if reports is None:  # the configuration does not load: that is the one finding
         reports = engine.run(checks, f)
@@ -155,6 +155,12 @@ def doctor(ctx: Context, services: list[str] | None = None, fix: bool = False, i
         counts[r.outcome.status] = counts.get(r.outcome.status, 0) + 1
     return DoctorResult(environment=ctx.env, in_vpc=in_vpc, services=_group(reports, chosen), fixes=fixes,
                         counts=counts)
+
+
+def probe_timeout_for(timeout: float | None) -> float:
+    """Each TCP connect, login or query waits --timeout when given (up or down), else 5 s; the checks' own
+    timeouts are derived from it (registry)."""
+    return timeout or DEFAULT_PROBE_TIMEOUT
 
 
 def _fix(ctx: Context, f, reports) -> list[FixOut]:

@@ -160,6 +160,9 @@ def test_wrong_password_and_missing_ssl_in_the_jobs_secret(local_cloud):
         assert f"cross_chain_user rejected {secret} v" in run.output  # the login is named, version and all
         assert f"deployctl doctor {svc}" in run.output
         assert "not-the-password" not in run.output
+        status = cli("migrate", "status", svc)
+        assert status.code == 3 and f"cross_chain_user rejected {secret} v" in status.output, status.output
+        assert f"deployctl doctor {svc}" in status.output and "SERVICE" not in status.output  # its hint, filled in
         assert_no_leak([u.password], run.output)
 
         no_ssl = u.update_query_dict({"sslmode": "disable"}).render_as_string(hide_password=False)

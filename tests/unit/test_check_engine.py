@@ -54,3 +54,14 @@ def test_an_exception_becomes_a_failed_check_without_the_secret():
 
     r = engine.run([Check("x", "x", boom)], None)
     assert r["x"].outcome.status == "fail" and "hunter2" not in r["x"].outcome.cause
+
+
+def test_probe_and_check_timeouts_follow_the_timeout_option():
+    """--timeout 20 must reach the probes (it used to be capped at 5 s while the message said to raise it),
+    and --in-vpc's database checks outlast the probe job: apply + its run deadline + the log settle."""
+    from deployctl.checks import vpcjob
+    from deployctl.commands.doctor import probe_timeout_for
+
+    assert probe_timeout_for(None) == 5.0 and probe_timeout_for(20.0) == 20.0 and probe_timeout_for(2.0) == 2.0
+    for probe in (2.0, 5.0, 20.0):
+        assert vpcjob.budget(probe) > vpcjob.APPLY_BUDGET + vpcjob.run_deadline(probe)
