@@ -74,13 +74,19 @@ class StatusResult(Result):
                 for s in self.services if s.error]
 
     def view(self) -> list[views.Block]:
-        return [views.Table(["service", "revision (serving / latest)", "ready", "migrations", "health", "url"],
-                            [_row(s) for s in self.services], title=f"status ({self.env})")]
+        table = views.Table(["service", "revision (serving / latest)", "ready", "migrations", "health", "url"],
+                            [_row(s) for s in self.services], title=f"status ({self.env})")
+        # A row that could not be read says so in the matrix; the whole message and its next step go below
+        # it, where a long sentence is not folded into a table cell.
+        below: list[views.Block] = []
+        for err in self.errors():
+            below += [views.Line(f"error: {err['message']}", "fail"), views.Line(f"  next: {err['hint']}")]
+        return [table, *below]
 
 
 def _row(s: ServiceRow) -> list[views.CellLike]:
     if not s.deployed:
-        what = views.fail(f"error: {s.error}") if s.error else views.warn("not deployed")
+        what = views.fail(f"error: {s.error_code or 'unreadable'} (below)") if s.error else views.warn("not deployed")
         return [s.service, what, "-", _migrations(s.migrations), "-", "-"]
     rev = s.serving or "none"
     if s.latest_created and s.latest_created != s.serving:
