@@ -14,9 +14,11 @@ from deployctl.cli.common import execute
 
 
 class _RunByDefault(TyperGroup):
+    default_command = "run"  # cli/main.py: a group with a default needs no command word
+
     def parse_args(self, ctx, args):
         if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
-            args = ["run", *args]
+            args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
 

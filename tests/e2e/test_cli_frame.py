@@ -154,6 +154,15 @@ def test_usage_errors_with_json_are_an_envelope_on_stdout(argv, message):
     assert message in doc["errors"][0]["message"] and "Traceback" not in run.output
 
 
+@pytest.mark.parametrize("argv", [["--json", "migrate", "--all", "--sql"], ["migrate", "--all", "--sql", "--json"]])
+def test_a_group_with_a_default_command_needs_no_command_word_with_json(argv):
+    """`migrate SERVICE...` means `migrate run SERVICE...`; --json must not ask for a command word."""
+    run = Cli(Path("/nonexistent-state"))(*argv)
+    doc = json.loads(run.stdout)
+    assert run.code == 0 and doc["schema"] == "deployctl/migrate/v1", run.output
+    assert "CREATE TABLE deposits" in doc["data"]["sql"]["fiat-gateway"]
+
+
 def test_an_empty_env_is_a_usage_error():
     """C8: --env "" silently meant local."""
     run = Cli(Path("/nonexistent-state"))("--env", "", "config", "validate")
