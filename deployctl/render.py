@@ -28,6 +28,7 @@ from rich.tree import Tree as RichTree
 from deployctl import redact, views
 from deployctl.context import Event
 from deployctl.errors import DeployctlError
+from deployctl.printable import printable
 
 if TYPE_CHECKING:
     from deployctl.results import Result
@@ -107,8 +108,9 @@ class Renderer:
 
     def _github_error(self, message: str) -> None:
         if self.github and message:
-            first = message.splitlines()[0] if message else message
-            self._err_stream.write(f"::error::{first}\n")
+            # A workflow command is one line: GitHub decodes %25, %0D and %0A back, so the whole message shows.
+            data = message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+            self._err_stream.write(f"::error::{data}\n")
 
     # --- progress ------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -214,8 +216,9 @@ class Renderer:
 
 
 def _t(text: str, style: str = "") -> Text:
-    """Rich text from a string redacted first, while a secret is still whole (before any wrapping)."""
-    return Text(redact.redact(text), style=STYLES.get(style, style))
+    """Rich text from a string redacted first, while a secret is still whole (before any wrapping), with
+    control characters made visible (a second layer: text from outside is escaped where it is read)."""
+    return Text(printable(redact.redact(text)), style=STYLES.get(style, style))
 
 
 def _text(cell: views.CellLike) -> Text:

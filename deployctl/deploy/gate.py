@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from deployctl import interrupt, redact
-from deployctl.deploy.printable import printable
+from deployctl.printable import printable
 
 DEFAULT_SUCCESSES = 3
 DEFAULT_DEADLINE = 60.0

@@ -20,7 +20,7 @@ from deployctl.deploy import gate as gate_mod
 from deployctl.deploy import history, migrations
 from deployctl.deploy.plan import UNCHANGED, ServicePlan
 from deployctl.deploy.prepare import Prepared, Preparer
-from deployctl.deploy.printable import printable
+from deployctl.printable import printable
 
 CANDIDATE_TAG = "candidate"
 DEPLOYED, UNCHANGED_, FAILED, SKIPPED, PLANNED = "deployed", "unchanged", "failed", "skipped", "planned"

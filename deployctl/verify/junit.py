@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from deployctl import errors, redact
-from deployctl.deploy.printable import printable
+from deployctl.printable import printable
 from deployctl.verify.model import ERROR, FAILED, SKIPPED, StepReport
 
 

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from deployctl import errors, redact
 from deployctl.config import Check, CheckStep, Expectation
-from deployctl.deploy.printable import printable
+from deployctl.printable import printable
 from deployctl.verify import template
 from deployctl.verify.model import ERROR, FAILED, PASSED, SKIPPED, StepReport
 

@@ -186,3 +186,20 @@ def test_an_unusable_state_dir_falls_back_to_a_key_per_process(key_file, tmp_pat
     key_file.write_bytes(b"short")  # damaged: not used, not overwritten
     redact.use_key_file(key_file)
     assert redact.fingerprint("v").startswith("fp:") and key_file.read_bytes() == b"short"
+
+
+def test_control_characters_in_text_are_shown_not_acted_on():
+    out, err = io.StringIO(), io.StringIO()
+    r = Renderer(stdout=out, stderr=err, no_color=True)
+    r.result(Sample(flag=True, note="title\x1b]0;owned\x07 end"))
+    r.note("bell\x07 and\x1b[2J clear")
+    assert "\x1b" not in out.getvalue() + err.getvalue() and "\x07" not in out.getvalue() + err.getvalue()
+    assert "title\\x1b]0;owned\\x07 end" in out.getvalue() and "and\\x1b[2J clear" in err.getvalue()
+
+
+def test_github_annotations_keep_every_line_encoded(monkeypatch):
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    err = io.StringIO()
+    Renderer(stdout=io.StringIO(), stderr=err, no_color=True).error(ConfigError("100% broken\nsecond line\r"))
+    [line] = [ln for ln in err.getvalue().splitlines() if ln.startswith("::error::")]
+    assert line == "::error::100%25 broken%0Asecond line%0D"
