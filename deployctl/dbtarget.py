@@ -4,9 +4,10 @@ and the password from Secret Manager. dsn, migrate, doctor and status all resolv
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from deployctl import redact
 from deployctl.context import Context
@@ -31,6 +32,10 @@ class DatabaseTarget:
     mode: str
     ip_type: str
     iam_auth: bool
+    # The instance's server CA for verify-ca / verify-full: as configured (relative to the project root, which
+    # is the image's WORKDIR: what a DSN stored for Cloud Run names) and resolved here (for our own logins).
+    server_ca: str | None = None
+    server_ca_here: str | None = None
 
 
 def resolve(ctx: Context, service: str, *, ask_admin: bool = True) -> DatabaseTarget:
@@ -51,7 +56,9 @@ def resolve(ctx: Context, service: str, *, ask_admin: bool = True) -> DatabaseTa
                           connection_name=inst.connection_name, host=host, configured_ip=inst.private_ip,
                           port=inst.port, database=db.name, user=db.user, password_secret=db.password_secret,
                           url_secret=db.url_secret, ssl=inst.ssl, driver=db.driver, mode=db.mode,
-                          ip_type=db.ip_type, iam_auth=db.iam_auth)
+                          ip_type=db.ip_type, iam_auth=db.iam_auth,
+                          server_ca=str(inst.server_ca) if inst.server_ca else None,
+                          server_ca_here=str(cfg.resolve(inst.server_ca)) if inst.server_ca else None)
 
 
 def with_database(ctx: Context, names: list[str] | None) -> list[str]:
@@ -104,7 +111,8 @@ def credential(ctx: Context, service: str, *, on_fallback=None) -> Credential:
     password = store.access(target.password_secret, config_ref=f"services.{service}.database.password_secret")
     if target.host is None and target.mode == "direct":
         target = resolve(ctx, service)  # only now is the live IP worth an admin call
-    return Credential(build_dsn(target, password.text).url, target.password_secret, password.version, "pieces")
+    return Credential(build_dsn(target, password.text, here=True).url, target.password_secret, password.version,
+                      "pieces")
 
 
 _URL_AUTHORITY = re.compile(r"^[^:/]*://(?P<rest>.*)$", re.S)
@@ -174,10 +182,14 @@ def pieces_env(target: DatabaseTarget) -> dict[str, str]:
             env["DB_IAM_AUTH"] = "true"
     else:
         env.update(DB_HOST=target.host or "", DB_PORT=str(target.port), DB_SSLMODE=target.ssl)
+        if target.server_ca:
+            env["DB_SSLROOTCERT"] = target.server_ca
     return env
 
 
-def build_dsn(target: DatabaseTarget, password: str, *, driver: str | None = None):
+def build_dsn(target: DatabaseTarget, password: str, *, driver: str | None = None, here: bool = False):
+    """The DSN for the target; `here=True` names the server CA by its path on this machine (for deployctl's own
+    logins), otherwise as configured (for a DSN stored in Secret Manager and read inside the image)."""
     from deployctl import dsn
 
     if target.mode == "connector":
@@ -187,5 +199,17 @@ def build_dsn(target: DatabaseTarget, password: str, *, driver: str | None = Non
     if not target.host:
         raise ConfigError(f"no {target.ip_type} IP known for instance {target.instance_name}",
                           hint=f"set private_ip in [instances.{target.instance_key}]")
-    return dsn.build(driver=driver or target.driver, user=target.user, password=password,
-                     database=target.database, host=target.host, port=target.port, sslmode=target.ssl)
+    built = dsn.build(driver=driver or target.driver, user=target.user, password=password,
+                      database=target.database, host=target.host, port=target.port, sslmode=target.ssl,
+                      sslrootcert=target.server_ca_here)
+    if here or target.server_ca == target.server_ca_here:
+        return built
+    # The driver arguments need the CA file here; the stored string names it as configured.
+    url = _name_server_ca(built.url, target.server_ca)
+    return dataclasses.replace(built, url=url, masked=dsn.mask(url))
+
+
+def _name_server_ca(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, path if k == "sslrootcert" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote, safe="/")))

@@ -175,3 +175,41 @@ def test_verify_modes_log_in_with_the_server_ca(pg_cluster, fresh_db, sslmode):
     assert _whoami(runtime.build_engine(runtime.database_url_from_env(pieces))) == user
     without = dsn.build(driver="pg8000", user=user, password=pw, database=db, host=pg_cluster.host, sslmode=sslmode)
     assert not connect.probe(without, timeout=5).ok
+
+
+def test_the_configured_server_ca_reaches_every_dsn_deployctl_builds(pg_cluster, fresh_db, tmp_path):
+    """B7 end to end: [instances.X] server_ca goes into the DSN deployctl logs in with (its path here), the DSN
+    it stores for Cloud Run (the path as configured, relative to the image's WORKDIR) and the job's DB_* env."""
+    import shutil
+
+    from deployctl import config, dbtarget
+
+    db, user, pw = fresh_db
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "certs").mkdir()
+    shutil.copy(pg_cluster.data_dir / "root.crt", tmp_path / "certs" / "core-ca.pem")
+    toml = f"""
+[environment]
+project = "acme-dev"
+region = "us-central1"
+[instances.core]
+connection_name = "acme-dev:us-central1:core"
+private_ip = "{pg_cluster.host}"
+ssl = "verify-ca"
+server_ca = "certs/core-ca.pem"
+[services.svc]
+image = "img"
+[services.svc.database]
+instance = "core"
+name = "{db}"
+user = "{user}"
+password_secret = "svc-db-password"
+"""
+    cfg = config.parse(toml, path=tmp_path / "configs" / "x.toml", env="x")
+    ctx = type("Ctx", (), {"config": cfg})()
+    target = dbtarget.resolve(ctx, "svc", ask_admin=False)
+    here = dbtarget.build_dsn(target, pw, here=True)
+    assert connect.probe(here, timeout=5).ok
+    stored = dbtarget.build_dsn(target, pw).url
+    assert "sslrootcert=certs/core-ca.pem" in stored and str(tmp_path) not in stored
+    assert dbtarget.pieces_env(target)["DB_SSLROOTCERT"] == "certs/core-ca.pem"
