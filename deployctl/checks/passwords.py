@@ -15,7 +15,7 @@ from deployctl.checks.facts import CONSUMED, Candidate, Facts
 
 SELF_FIX = "deployctl doctor {service} --fix"
 DISPLAY = ("terraform", "url-secret", "url-pinned", "secret-pinned", "secret-latest-stripped", "secret-latest")
-PER_RUN = "fingerprints (fp:...) are per run: compare them within this output only"
+FINGERPRINTS = "equal values have equal fingerprints (fp:...) in every deployctl command that shares this state dir"
 
 
 def _accepted(cands: dict[str, Candidate], logins: dict) -> list[Candidate]:
@@ -115,7 +115,7 @@ def check(f: Facts, service: str) -> Outcome:
         said = logins.get(c.label)
         state = ("accepted" if said["ok"] else f"rejected: {said.get('code', '?')}") if said else "not tried"
         evidence.append(f"{c.source}: {c.fingerprint} ({state})")
-    evidence.append(PER_RUN)
+    evidence.append(FINGERPRINTS)
     if not logins:
         return skipped("the database is not reachable: only the sources are compared", evidence)
     main = logins.get("secret-latest")
