@@ -239,7 +239,7 @@ def run_online(context, service: str) -> None:
         redact.register(make_url(url).password)
     # Connecting is bounded by the connect timeout; afterwards pg8000's read timeout is lifted to
     # statement_timeout + margin by build_engine, so a long migration is ended by PostgreSQL, not the socket.
-    engine = runtime.build_engine(url, statement_timeout_ms=int(statement_timeout * 1000),
+    engine = runtime.build_engine(_sync_url(url), statement_timeout_ms=int(statement_timeout * 1000),
                                   application_name=_application_name(service),
                                   poolclass=NullPool, pool_pre_ping=False)
     _end_stray_transaction_before_autocommit(engine)
@@ -283,6 +283,22 @@ def run_online(context, service: str) -> None:
                         connection.commit()
     finally:
         engine.dispose()
+
+
+def _sync_url(url: str):
+    """Alembic runs synchronously: a service that uses asyncpg migrates through pg8000 over the same connection
+    (asyncpg's `ssl=` is libpq's `sslmode=`). Other URLs are used as they are."""
+    from sqlalchemy.engine import make_url
+
+    from deployctl import runtime
+
+    u = make_url(url)
+    if runtime.driver_of(u.drivername) != "asyncpg":
+        return url
+    query = dict(u.query)
+    if "ssl" in query:
+        query["sslmode"] = query.pop("ssl")
+    return u.set(drivername="postgresql+pg8000", query=query)
 
 
 def _register_url(url: str) -> None:

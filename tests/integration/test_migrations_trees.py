@@ -239,3 +239,16 @@ def test_long_statement_outlives_the_connect_timeout(pg_cluster, fresh_db, monke
     monkeypatch.setenv("DATABASE_URL", database_url(pg_cluster, fresh_db, connect_timeout="1"))
     command.upgrade(cfg, "head")
     assert current_version(pg_cluster, fresh_db[0]) == ["0001"]
+
+
+def test_a_service_on_asyncpg_migrates_through_pg8000(pg_cluster, fresh_db, monkeypatch):
+    """Alembic is synchronous: the asyncpg DSN a service uses (ssl=require, as `deployctl dsn --driver asyncpg`
+    prints it) migrates over the same connection through pg8000."""
+    name, user, password = fresh_db
+    for var in DB_ENV:
+        monkeypatch.delenv(var, raising=False)
+    url = compose_url(driver="asyncpg", user=user, password=password, database=name, host=pg_cluster.host,
+                      port=pg_cluster.port, query={"ssl": "require"})
+    monkeypatch.setenv("DATABASE_URL", url)
+    command.upgrade(alembic_config("fiat-gateway"), "head")
+    assert current_version(pg_cluster, name) == [head_of("fiat-gateway")]
