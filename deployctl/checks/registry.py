@@ -21,12 +21,15 @@ from deployctl.checks.facts import TF_COMMAND_TIMEOUT, Facts
 CONFIG, CREDENTIALS, TFSTATE = "config.valid", "cloud.credentials", "tf.state"
 
 
-def environment_checks(cloud_timeout: float) -> list[Check]:
+def environment_checks(cloud_timeout: float, *, local_cloud: bool = False) -> list[Check]:
+    # The local cloud writes its Terraform-style state while it provisions, which the first call (the
+    # credentials check) triggers on a fresh machine: read the state after that.
     return [
         Check(CONFIG, "configuration is valid", environment.config_valid, timeout=10),
         Check(CREDENTIALS, "credentials present / local cloud reachable", environment.credentials,
               depends=[CONFIG], timeout=cloud_timeout),
-        Check(TFSTATE, "Terraform state readable", environment.terraform_state, depends=[CONFIG],
+        Check(TFSTATE, "Terraform state readable", environment.terraform_state,
+              depends=[CONFIG, CREDENTIALS] if local_cloud else [CONFIG],
               timeout=max(cloud_timeout, TF_COMMAND_TIMEOUT + 5)),
     ]
 
@@ -84,7 +87,7 @@ def build(f: Facts, services: list[str], *, in_vpc: bool = False) -> list[Check]
     db_timeout = f.probe_timeout * 4 + 2
     if in_vpc:
         db_timeout = vpcjob.budget(f.probe_timeout)  # a Cloud Run Job: create or update, run, read its logs
-    checks = environment_checks(cloud_timeout)
+    checks = environment_checks(cloud_timeout, local_cloud=f.ctx.config.environment.emulator)
     for s in services:
         checks += service_checks(f, s, cloud_timeout=cloud_timeout, db_timeout=db_timeout)
     if not in_vpc:

@@ -217,3 +217,18 @@ url_secret = "new-database-url"
     rows = {r["id"]: r for r in json.loads(listed.stdout)["data"]["secrets"]}
     assert "new-db-password" in rows and "new-database-url" in rows
     assert "new_db_user" in (cli.state_dir / "terraform.tfstate").read_text()
+
+
+def test_doctor_as_the_first_command_reads_the_state_the_start_wrote(tmp_path):
+    """On a fresh machine the first command starts and provisions the local cloud; doctor's Terraform-state
+    check waits for that (it read the file while provisioning still wrote it, and failed)."""
+    cli = Cli(tmp_path / "state")
+    try:
+        run = cli("--json", "doctor")
+        doc = json.loads(run.stdout)
+        checks = {c["id"]: c for group in doc["data"]["services"] for c in group["checks"]}
+        assert checks["tf.state"]["status"] == "pass", checks["tf.state"]
+        assert checks["cloud.credentials"]["status"] == "pass"
+        assert run.code == 3 and doc["data"]["counts"].get("fail", 0) == 0, run.output  # only pending migrations
+    finally:
+        cli("--yes", "local", "down", "--purge")
