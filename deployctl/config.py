@@ -35,6 +35,8 @@ CONNECTION_NAME = r"^[a-z0-9][-a-z0-9.:]{0,100}:[a-z0-9-]{1,63}:[a-z0-9][-a-z0-9
 
 ShortText = Annotated[str, Field(min_length=1, max_length=1024)]
 FilePath = Annotated[Path, Field(strict=False)]  # from a TOML string
+# An env value may hold another service's URL: "${service:api-key-service}" (resolved at deploy time).
+SERVICE_REF = re.compile(r"\$\{service:([^{}]*)\}")
 
 
 class Model(BaseModel):
@@ -263,6 +265,13 @@ class Config(Model):
             for dep in svc.depends_on:
                 if dep not in self.services:
                     raise ValueError(f"services.{sname}.depends_on: no service {dep!r}")
+            for key, value in svc.env.items():
+                for ref in SERVICE_REF.findall(value):
+                    if ref not in self.services:
+                        raise ValueError(f"services.{sname}.env.{key}: ${{service:{ref}}} names no service")
+                    if ref not in svc.depends_on:
+                        raise ValueError(f"services.{sname}.env.{key} uses the URL of {ref}: add {ref!r} to "
+                                         f"services.{sname}.depends_on (it is deployed first, so its URL is known)")
         _check_acyclic({n: s.depends_on for n, s in self.services.items()})
         names: set[str] = set()
         for check in self.checks:

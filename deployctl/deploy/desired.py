@@ -16,13 +16,12 @@ from dataclasses import asdict, dataclass, field, replace
 
 from deployctl import __version__
 from deployctl.cloud.run import ContainerSpec
+from deployctl.config import SERVICE_REF
 from deployctl.context import Context
 from deployctl.errors import ConfigError
 
 VERSION_LABEL = "deployctl-version"
 DIGEST_LABEL = "deployctl-config"
-# An env value may hold another service's URL: "${service:api-key-service}" (resolved at deploy time).
-SERVICE_REF = re.compile(r"\$\{service:([^{}]*)\}")
 
 UrlOf = Callable[[str], "str | None"]  # service id -> its deployed URL (None: not deployed yet)
 
@@ -74,28 +73,20 @@ class SecretPinner:
         return f"{secret_id}:{self._cache[secret_id]}"
 
 
-def resolve_service_refs(name: str, env: dict[str, str], depends_on: list[str], known: list[str],
-                         url_of: UrlOf | None) -> tuple[dict[str, str], list[str]]:
-    """env with every `${service:NAME}` replaced by NAME's URL; and the names whose URL is not known yet (their
-    references stay as written until they are deployed: a depends_on service is deployed first)."""
+def resolve_service_refs(env: dict[str, str], url_of: UrlOf | None) -> tuple[dict[str, str], list[str]]:
+    """env with every `${service:NAME}` replaced by NAME's URL (config.py checked NAME is a service this one
+    depends on); and the names whose URL is not known yet (their references stay as written until they are
+    deployed: a depends_on service is deployed first)."""
     unresolved: list[str] = []
-    out = {}
-    for key, value in env.items():
-        def one(m: re.Match, key: str = key) -> str:
-            ref = m.group(1)
-            if ref not in known:
-                raise ConfigError(f"services.{name}.env.{key}: ${{service:{ref}}} names no service in the config",
-                                  hint=f"use one of: {', '.join(known)}")
-            if ref not in depends_on:
-                raise ConfigError(f"services.{name}.env.{key} uses the URL of {ref}, which is not in "
-                                  f"services.{name}.depends_on", hint=f"add depends_on = [\"{ref}\"] (so {ref} is "
-                                  "deployed, and its URL known, before this service)")
-            url = url_of(ref) if url_of else None
-            if not url:
-                unresolved.append(ref)
-                return m.group(0)
-            return url
-        out[key] = SERVICE_REF.sub(one, value)
+
+    def one(m: re.Match) -> str:
+        url = url_of(m.group(1)) if url_of else None
+        if not url:
+            unresolved.append(m.group(1))
+            return m.group(0)
+        return url
+
+    out = {key: SERVICE_REF.sub(one, value) for key, value in env.items()}
     return out, list(dict.fromkeys(unresolved))
 
 
@@ -117,7 +108,7 @@ def _probe_timeout(name: str, probe, period: int) -> int:
 def build(ctx: Context, name: str, pinner: SecretPinner, url_of: UrlOf | None = None) -> DesiredService:
     cfg = ctx.config
     svc = cfg.service(name)
-    env, unresolved = resolve_service_refs(name, dict(svc.env), list(svc.depends_on), list(cfg.services), url_of)
+    env, unresolved = resolve_service_refs(dict(svc.env), url_of)
     secrets = {k: pinner.pin(v, f"services.{name}.secrets.{k}") for k, v in svc.secrets.items()}
     cloudsql: list[str] = []
     if svc.database:

@@ -61,6 +61,11 @@ GOOD_ENV = '[environment]\nproject = "acme-dev"\nregion = "us-central1"\n'
     ('name = "evil"\n' + GOOD_ENV, "name: unknown key"),
     ('root = "/"\n' + GOOD_ENV, "root: unknown key"),
     ('path = 5\n' + GOOD_ENV, "path: unknown key"),
+    # ${service:NAME} in env: NAME must be a service, and in depends_on (deployed first, its URL known)
+    (GOOD_ENV + '[services.web]\nimage = "x"\nenv = { API = "${service:nope}" }\n',
+     "services.web.env.API: ${service:nope} names no service"),
+    (GOOD_ENV + '[services.web]\nimage = "x"\nenv = { API = "${service:api}/v1" }\n[services.api]\nimage = "x"\n',
+     "add 'api' to services.web.depends_on"),
 ])
 def test_bad_config_is_exit_2_with_file_and_field(tmp_path, text, expect):
     cli = _configs(tmp_path, text)
