@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import string
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from deployctl import errors, redact
@@ -223,7 +223,7 @@ def revision_logs(ctx: Context, service: str, revision: str, spec: ContainerSpec
 def register_pinned_secrets(ctx: Context, spec: ContainerSpec) -> str | None:
     """Read every secret version `spec` pins into its env (the pieces of a DATABASE_URL too) and register them
     with redact. Returns why not, when one cannot be read (its value could then not be masked)."""
-    from deployctl import dsn
+    from deployctl import dbtarget
     from deployctl.cloud.secrets import SecretStore
 
     store = SecretStore(ctx.clients, ctx.project)
@@ -235,6 +235,5 @@ def register_pinned_secrets(ctx: Context, spec: ContainerSpec) -> str | None:
             return f"secret {secret_id} (version {version or 'latest'}, in {env_name}) could not be read to mask " \
                    f"it: {e.message}"
         if env_name == "DATABASE_URL":
-            with suppress(ValueError, errors.DeployctlError):
-                dsn.parse(value.text.strip())  # registers its password, raw and decoded
+            dbtarget.register_url(value.text)  # its password and the pieces a parser may cut it into
     return None
