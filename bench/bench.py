@@ -8,15 +8,17 @@ asserts a time. RESULTS.md always holds one run only: running a subset writes a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,6 +82,8 @@ def local_up() -> dict:
             c.start()
             bare.append(time.perf_counter() - t)
             c.destroy()
+            with contextlib.suppress(OSError):
+                c.data_dir.parent.rmdir()  # the cluster base lives outside tmp (/var/tmp): leave nothing there
         with tempfile.TemporaryDirectory() as tmp:
             env = {"DEPLOYCTL_STATE_DIR": tmp, "CI": "true"}
             ours += timed([sys.executable, "-m", "deployctl", "local", "up"], env=env, runs=1)
@@ -194,7 +198,20 @@ def doctor() -> dict:
             "runs": len(totals)}
 
 
-UNREACHABLE_IP = "10.255.255.1"  # a private address nothing answers on
+@contextlib.contextmanager
+def silent_database() -> Iterator[str]:
+    """A private IP whose port 5432 takes connections and never answers (a black-holed database: the hard case,
+    where only a timeout ends the wait; a refused or unroutable address fails at once)."""
+    from deployctl.emulator.netaddr import allocate_private_ip
+
+    host = allocate_private_ip((5432,))
+    sock = socket.socket()
+    sock.bind((host, 5432))
+    sock.listen(64)  # the kernel completes the handshakes; nobody ever reads or answers
+    try:
+        yield host
+    finally:
+        sock.close()
 
 
 def _bare_connect(host: str, timeout: float) -> float:
@@ -210,16 +227,18 @@ def _bare_connect(host: str, timeout: float) -> float:
 
 @benchmark("doctor-unreachable")
 def doctor_unreachable() -> dict:
-    """`doctor --timeout 2` (a whole CLI run) when the database's private IP answers nothing, against a bare
-    pg8000 connect to that address with the same 2 s timeout (also a fresh interpreter), interleaved: the
-    doctor run should cost about one probe timeout, not the driver's default or one timeout per check."""
+    """`doctor --timeout 2` (a whole CLI run) when the database's private IP takes connections and never
+    answers, against a bare pg8000 connect to that address with the same 2 s timeout (also a fresh
+    interpreter), interleaved: the doctor run should cost about one probe timeout, not the driver's default or
+    one timeout per check."""
     timeout = 2.0
-    with tempfile.TemporaryDirectory() as tmp:
+    sys.path.insert(0, str(ROOT))
+    with tempfile.TemporaryDirectory() as tmp, silent_database() as unreachable:
         base = Path(tmp)
         (base / "configs").mkdir()
         text = (ROOT / "configs" / "local.toml").read_text()
         (base / "configs" / "local.toml").write_text(
-            text.replace('ssl = "require"', f'ssl = "require"\nprivate_ip = "{UNREACHABLE_IP}"'))
+            text.replace('ssl = "require"', f'ssl = "require"\nprivate_ip = "{unreachable}"'))
         os.symlink(ROOT / "migrations", base / "migrations")
         env = {"DEPLOYCTL_STATE_DIR": str(base / "state"), "CI": "true", "DEPLOYCTL_CONFIG_DIR": str(base / "configs")}
         subprocess.run([sys.executable, "-m", "deployctl", "local", "up"], env={**os.environ, **env},
@@ -227,7 +246,7 @@ def doctor_unreachable() -> dict:
         try:
             bare, runs = [], []
             for _ in range(3):
-                bare.append(_bare_connect(UNREACHABLE_IP, timeout))
+                bare.append(_bare_connect(unreachable, timeout))
                 t = time.perf_counter()
                 subprocess.run([sys.executable, "-m", "deployctl", "--timeout", str(timeout), "doctor",
                                 "cross-chain-integration"], env={**os.environ, **env}, capture_output=True,
