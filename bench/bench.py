@@ -279,7 +279,13 @@ def write(results: dict[str, dict], *, complete: bool) -> None:
              "baseline side by side, interleaved, in this one run (medians of the runs shown); the ratio is what "
              "to compare across machines.", "",
              "| benchmark | baseline | deployctl | ratio | runs |", "|---|---|---|---|---|"]
+    rows = []
     for r in results.values():
+        rows.append(r)
+        if "five" in r:  # status: the middle of the 1 / 5 / 20 curve, from the same interleaved samples
+            rows.append({**r, "title": "`deployctl status`: 5 services (300 ms health each) vs 1",
+                         "deployctl": r["five"]})
+    for r in rows:
         ratio = r["deployctl"] / r["baseline"] if r["baseline"] else float("nan")
         lines.append(f"| {r['title']} | {r['baseline']:.3f} {r['unit']} | {r['deployctl']:.3f} {r['unit']} | "
                      f"{ratio:.2f}× | {r['runs']} |")
