@@ -53,13 +53,19 @@ def session_processes(sid: int) -> list[str]:
     return out
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_when(cli: Cli, argv: list[str], marker: str, tmp_path: Path, *, wait: float = 90) -> tuple[int, str]:
     """Run the CLI, send SIGINT once `marker` shows on its stderr; returns (exit code, stderr)."""
     err_path = tmp_path / "stderr.txt"
     with err_path.open("w") as err:
+        # As a terminal's foreground job: SIGINT at its default. A test run started in the background (`&`)
+        # ignores SIGINT, and a child inherits that (Python then never raises KeyboardInterrupt).
         proc = subprocess.Popen([sys.executable, "-m", "deployctl", *argv], env=cli.env, cwd=str(ROOT),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + wait
         while marker not in err_path.read_text():
