@@ -86,11 +86,15 @@ def gate(base_url: str, paths: list[str], *, successes: int = DEFAULT_SUCCESSES,
                 if remaining <= 0:  # the deadline holds within a round too, not only between rounds
                     break
                 interrupt.check()
-                result = probe(http, base_url, path, timeout=min(PROBE_TIMEOUT, max(remaining, 0.05)))
+                budget = min(PROBE_TIMEOUT, max(remaining, 0.05))
+                result = probe(http, base_url, path, timeout=budget)
                 if result.ok:
                     streak[path] += 1
-                else:
-                    streak[path], last_failure = 0, result
+                    continue
+                streak[path] = 0
+                # A probe the deadline cut short says nothing about the revision: keep its real last answer.
+                if not (result.status is None and budget < PROBE_TIMEOUT and last_failure is not None):
+                    last_failure = result
             elapsed = time.monotonic() - started
             if all(n >= successes for n in streak.values()):
                 return GateResult(True, base_url, elapsed, rounds, None)

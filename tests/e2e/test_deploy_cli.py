@@ -192,7 +192,7 @@ def test_gate_catches_500_on_health_db_behind_a_passing_startup_probe(local_clou
         database=FIAT_DB.replace("fiat-gateway-database-url", "e2ed-baddb-url").replace(
             f'migrations = "{ROOT / "migrations" / "fiat_gateway"}"\n', "")))
     assert cli("secrets", "set", "e2ed-baddb-url", input=bad_url).code == 0
-    run = cli("--json", "deploy", "e2ed-baddb", "--gate-deadline", "4")
+    run = cli("--json", "deploy", "e2ed-baddb", "--gate-deadline", "6")
     assert run.code == 1, run.output
     out = json.loads(run.stdout)["data"]["services"][0]
     assert out["status"] == "failed" and "health gate failed" in out["reason"]

@@ -180,3 +180,10 @@ def test_gate_deadline_holds_within_a_round(server):
     result = gate.gate(server, ["/bad"] + [f"/slow?{i}" for i in range(6)], successes=1, deadline=1.0, interval=0.05)
     took = time.monotonic() - started
     assert not result.passed and took < 2.0, took  # six 0.6 s probes would take 3.6 s in one round
+
+
+def test_a_probe_cut_short_by_the_deadline_does_not_hide_the_real_failure(server):
+    """/bad answers 500 at once; the /slow probe after it is cut by the gate's deadline: the failure shown is
+    the 500 (the revision's answer), not the cut probe's timeout."""
+    result = gate.gate(server, ["/bad", "/slow?cut"], successes=1, deadline=0.3, interval=0.05)
+    assert not result.passed and result.failure.path == "/bad" and result.failure.status == 500, result.failure
