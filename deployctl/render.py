@@ -109,7 +109,7 @@ class Renderer:
     def _github_error(self, message: str) -> None:
         if self.github and message:
             # A workflow command is one line: GitHub decodes %25, %0D and %0A back, so the whole message shows.
-            data = message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+            data = redact.redact(message).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
             self._err_stream.write(f"::error::{data}\n")
 
     # --- progress ------------------------------------------------------------------------------------

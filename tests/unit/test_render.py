@@ -203,3 +203,14 @@ def test_github_annotations_keep_every_line_encoded(monkeypatch):
     Renderer(stdout=io.StringIO(), stderr=err, no_color=True).error(ConfigError("100% broken\nsecond line\r"))
     [line] = [ln for ln in err.getvalue().splitlines() if ln.startswith("::error::")]
     assert line == "::error::100%25 broken%0Asecond line%0D"
+
+
+def test_github_annotations_are_masked_before_they_are_encoded(monkeypatch):
+    """%-encoding first would turn a registered secret with '%' into a form nothing masks."""
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    secret = "N3w p@ss:/?#%+ é"
+    redact.register(secret)
+    err = io.StringIO()
+    Renderer(stdout=io.StringIO(), stderr=err, no_color=True).error(ConfigError(f"login with {secret} failed"))
+    [line] = [ln for ln in err.getvalue().splitlines() if ln.startswith("::error::")]
+    assert line == "::error::login with *** failed" and "p@ss" not in err.getvalue()
