@@ -5,9 +5,8 @@ and the password from Secret Manager. dsn, migrate, doctor and status all resolv
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from deployctl import redact
 from deployctl.context import Context
@@ -115,30 +114,14 @@ def credential(ctx: Context, service: str, *, on_fallback=None) -> Credential:
                       "pieces")
 
 
-_URL_AUTHORITY = re.compile(r"^[^:/]*://(?P<rest>.*)$", re.S)
-
-
 def register_url(text: str) -> None:
-    """Register a stored connection string and its password in every shape a parser may cut it into.
+    """Register a stored connection string and its password in every shape a parser may cut it into
+    (dsn.register_url: a raw '@' or ':' makes parsers disagree where the password ends, so a driver's error can
+    quote a piece of it as a host name or a port)."""
+    from deployctl import dsn
 
-    A raw '@' or ':' in the password makes parsers disagree about where it ends (SQLAlchemy stops the password
-    at the first '@' and takes the rest as the host), so a driver's error can quote a piece of it as a host
-    name. Besides the whole value and the raw and decoded password, each piece of the password between '@'
-    and ':' is registered, and each piece between any reserved character that is long enough to be
-    unlikely as ordinary text."""
     redact.register(text)
-    m = _URL_AUTHORITY.match(text.rstrip("\r\n"))
-    if not m or "@" not in m["rest"]:
-        return
-    rest = m["rest"]
-    user, _, password = rest[: rest.rfind("@")].partition(":")
-    if not password:
-        return
-    pieces = {password, unquote(password)}
-    pieces |= set(re.split(r"[@:]", password))
-    pieces |= {p for p in re.split(r"[@:/?#\[\] ]", password) if len(p) >= 6}
-    for piece in pieces - {user}:
-        redact.register(piece)
+    dsn.register_url(text)
 
 
 def check_stored_url(service: str, target: DatabaseTarget, text: str, label: str) -> None:

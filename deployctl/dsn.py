@@ -17,7 +17,7 @@ import ipaddress
 import math
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, unquote_plus
 
 from deployctl import redact, runtime
 from deployctl.errors import UsageError
@@ -122,6 +122,13 @@ class ParsedDsn:
                 f"port={self.port!r}, database={self.database!r}, query={self.query!r})")
 
 
+def unparseable() -> DsnError:
+    """The error for a string SQLAlchemy cannot parse; the parser's own message is never passed on."""
+    return DsnError("the connection string cannot be parsed (details withheld: they may contain the password)",
+                    hint=f"lint it (deployctl dsn lint SERVICE < url.txt), or rebuild it: {FIX}",
+                    code="dsn-unparseable")
+
+
 def parse(url: str) -> ParsedDsn:
     """Parse a DSN the way SQLAlchemy will. Errors never contain the password (nor any part of the URL
     after the scheme, since a mis-encoded password can end up anywhere)."""
@@ -132,8 +139,7 @@ def parse(url: str) -> ParsedDsn:
         u = make_url(url)
     except Exception:
         # the original message may quote the port slot, which a raw '@' or ':' can fill with password text
-        raise DsnError("the connection string cannot be parsed (details withheld: they may contain the password)",
-                       hint=f"run lint on it, or rebuild it: {FIX}") from None
+        raise unparseable() from None
     redact.register(u.password)
     query = {k: (v[-1] if isinstance(v, (list, tuple)) else v) for k, v in u.query.items()}
     return ParsedDsn(driver=runtime.driver_of(u.drivername), user=u.username, password=u.password,
@@ -147,31 +153,49 @@ _QUERY_PASSWORD = re.compile(r"(?P<key>(?:^|&)password=)(?P<value>[^&]*)")
 
 @dataclass(frozen=True)
 class _Parts:
-    """A URL cut the forgiving way: userinfo ends at the last '@' before the query, the query at the first
-    '?' that starts `key=`; so a raw '@', '?' or '/' in a password stays in the password, and an '@' in a
-    query value (sslrootcert=/a@b/ca.pem) stays in the query."""
+    """A URL cut the forgiving way (see _parts), so a raw '@', '?' or '/' in a password stays in the password
+    and an '@' in a query value (sslrootcert=/a@b/ca.pem) stays in the query. `pw_span` is where the password
+    sits in the URL (for the pieces other parsers may cut it into)."""
 
     scheme: str
     userinfo: str | None
     hostpath: str  # host[:port][/database]
     query: str | None
+    pw_span: tuple[int, int] | None = None
 
     @property
     def password(self) -> str | None:  # as written (percent-encoded, or not)
         return None if self.userinfo is None else (self.userinfo.partition(":")[2] or None)
 
 
+def _query_starts(rest: str) -> list[int]:
+    """Positions of each '?' that could start the query: followed by `key=`, or last in the string."""
+    return [i for i, c in enumerate(rest) if c == "?" and (_QUERY_KEY.match(rest, i + 1) or i + 1 == len(rest))]
+
+
 def _parts(url: str) -> _Parts | None:
+    """The userinfo ends at the last '@' before the host: the last '@' before the last '?key=' that has an '@'
+    ahead of it. So a raw '?k=' or '@' in a password stays in the password (the host that follows it is real),
+    and an '@' after the query's start stays in the query. Without any '@' before a query start, the query
+    starts at its first '?' unless the authority (no '/' before the first '@') holds every '?': then they are
+    all the password's."""
     m = _USERINFO_RE.match(url)
     if not m:
         return None
-    rest = m["rest"]
-    q = rest.find("?")
-    while q != -1 and not (_QUERY_KEY.match(rest, q + 1) or q + 1 == len(rest)):
-        q = rest.find("?", q + 1)  # that '?' is inside the password
-    head, query = (rest, None) if q == -1 else (rest[:q], rest[q + 1:])
+    rest, offset = m["rest"], m.start("rest")
+    starts = _query_starts(rest)
+    q = next((i for i in reversed(starts) if "@" in rest[:i]), None)
+    if q is None and starts:
+        first_at = rest.find("@")
+        q = None if first_at != -1 and "/" not in rest[:first_at] else starts[0]
+    head, query = (rest, None) if q is None else (rest[:q], rest[q + 1:])
     at = head.rfind("@")
-    return _Parts(m["scheme"], head[:at] if at != -1 else None, head[at + 1:], query)
+    userinfo = head[:at] if at != -1 else None
+    span = None
+    if userinfo is not None and ":" in userinfo:
+        start = offset + userinfo.index(":") + 1
+        span = (start, offset + at) if offset + at > start else None
+    return _Parts(m["scheme"], userinfo, head[at + 1:], query, span)
 
 
 def _raw_password(url: str) -> str | None:
@@ -185,14 +209,57 @@ def _query_password(query: str | None) -> str | None:
     return m["value"] if m and m["value"] else None
 
 
+# SQLAlchemy's own cut (sqlalchemy.engine.url._parse_url, 2.x): the password ends at its first '@', the host
+# at ':', '/' or '?', the port at '/' or '?'. A driver's or SQLAlchemy's error quotes these slots.
+_SQLALCHEMY_URL = re.compile(r"""
+    (?P<name>[\w\+]+)://
+    (?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?
+    (?:(?:\[(?P<ipv6host>[^/\?]+)\]|(?P<ipv4host>[^/:\?]+))?(?::(?P<port>[^/\?]*))?)?
+    (?:/(?P<database>[^\?]*))?
+    (?:\?(?P<query>.*))?
+    """, re.X)
+_SPLIT_AT = re.compile(r"[@:]")
+_SPLIT_RESERVED = re.compile(r"[@:/?#\[\]& =]")
+LONG_PIECE = 6  # a piece cut at other reserved characters is registered from this length (unlikely as text)
+
+
+def _pieces(url: str, parts: _Parts) -> set[str]:
+    """The password and what parsers may cut it into: between '@' and ':', long runs between any reserved
+    characters, and the password text in each slot of SQLAlchemy's cut (user, password, host, port, database,
+    query keys and values), raw and decoded."""
+    a, b = parts.pw_span or (0, 0)
+    password = url[a:b]
+    out = {password} | set(_SPLIT_AT.split(password))
+    out |= {p for p in _SPLIT_RESERVED.split(password) if len(p) >= LONG_PIECE}
+    m = _SQLALCHEMY_URL.match(url)
+    if m:
+        for name in ("username", "password", "ipv6host", "ipv4host", "port", "database", "query"):
+            s, e = m.span(name)
+            if s == -1 or e <= a or s >= b:
+                continue
+            overlap = url[max(s, a):min(e, b)]  # the slot's password text (the rest is host, port, ...)
+            out.add(overlap)
+            if name == "query":  # parse_qsl's pieces, decoded as it decodes them
+                out |= {unquote_plus(v) for kv in overlap.split("&") for v in kv.split("=", 1)}
+    user = parts.userinfo.partition(":")[0] if parts.userinfo else ""
+    return {x for v in out for x in (v, unquote(v)) if x and x != user}
+
+
 def register_url(url: str) -> None:
-    """Register the password a URL carries, in the userinfo or as `password=` in the query, both as written
-    and decoded."""
-    parts = _parts(url)
-    for value in (parts.password, _query_password(parts.query)) if parts else ():
-        if value:
-            redact.register(value)
-            redact.register(unquote(value))
+    """Register the password a URL carries (in the userinfo or as `password=` in the query), as written and
+    decoded, and every piece a parser may cut a mis-encoded one into (_pieces): a raw '@' or ':' makes parsers
+    disagree where it ends, and a driver's error can then quote a piece of it as a host name or a port."""
+    value = url.rstrip("\r\n")
+    parts = _parts(value)
+    if not parts:
+        return
+    if parts.pw_span:
+        for piece in _pieces(value, parts):
+            redact.register(piece)
+    q = _query_password(parts.query)
+    if q:
+        redact.register(q)
+        redact.register(unquote(q))
 
 
 def has_password(value: str) -> bool:

@@ -52,6 +52,9 @@ def login(f: Facts, service: str) -> Outcome:
                        "or a mis-encoded one",
         "network-dns": f"the host in {t.url_secret} does not resolve: a raw '@' or ':' in the password moves where "
                        "parsers think the host starts (see dsn.lint)",
+        "unencoded-reserved": f"the connection string in {t.url_secret} is not percent-encoded (see dsn.lint), so it "
+                              "was not tried: parsers would take a piece of the password for the host or the port",
+        "unparseable": f"the connection string in {t.url_secret} cannot be parsed (see dsn.lint)",
     }
     cause = causes.get(code, f"{t.url_secret}: {r.get('title', 'login failed')}: {r.get('cause', '')}")
     return failed(cause, step, [f"{code} (SQLSTATE {r.get('sqlstate') or '-'})"], fix="rewrite-url",

@@ -117,6 +117,19 @@ def role_of(url: str, role: str, timeout: float) -> dict | None:
     return {"exists": True, "can_login": bool(can_login), "valid_until": valid_until, "expired": bool(expired)}
 
 
+# A string with raw reserved characters in its userinfo is not tried: a parser would take a piece of the
+# password for the host (and send it to DNS) or the port, and quote it in its error.
+NOT_TRIED_UNENCODED = {"ok": False, "code": "unencoded-reserved", "sqlstate": None,
+                       "title": "not percent-encoded", "hint": "see dsn.lint",
+                       "cause": "the user or password holds raw reserved characters; not tried"}
+
+
+def _misparsed(url: str) -> bool:
+    from deployctl import dsn
+
+    return any(f.code == "unencoded-reserved" for f in dsn.lint(url))
+
+
 def run_all(target: dict, candidates: dict[str, str], main: str | None, timeout: float,
             stored_url: str | None = None, tcp_result: dict | None = None) -> dict:
     """Everything doctor asks of the database, in one go: TCP, each candidate's login, the stored connection
@@ -125,6 +138,9 @@ def run_all(target: dict, candidates: dict[str, str], main: str | None, timeout:
     result: dict = {"tcp": tcp_result or tcp(target["host"], target["port"], timeout)}
     if not result["tcp"]["ok"]:
         return result
+    if stored_url is not None and _misparsed(stored_url):
+        result["stored_url"] = NOT_TRIED_UNENCODED
+        stored_url = None
     with ThreadPoolExecutor(max_workers=1) as pool:  # the stored string logs in while the candidates do
         stored = pool.submit(login, stored_url, timeout) if stored_url is not None else None
         result["logins"] = logins(target, candidates, timeout)

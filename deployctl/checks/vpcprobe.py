@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
                 candidates[label_of(name) + "-stripped"] = value.rstrip("\r\n")
     stored = os.environ.get("DEPLOYCTL_PROBE_URL")
     if stored:
-        redact.register(stored)
+        from deployctl.dbtarget import register_url
+
+        register_url(stored)  # with the pieces a parser may cut a mis-encoded password into
     target = {"host": a.host, "port": a.port, "database": a.database, "user": a.user, "sslmode": a.sslmode}
     result = dbprobe.run_all(target, candidates, a.main, a.timeout, stored_url=stored)
     print(MARKER + redact.redact(json.dumps(result)), flush=True)

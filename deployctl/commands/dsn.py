@@ -207,11 +207,10 @@ class LintResult(Result):
 def lint_value(ctx: Context, data: bytes, service: str | None = None) -> LintResult:
     """Lint a connection string a person hands us; with SERVICE, against its instance's IP and its driver
     (and as consumed through deployctl.runtime, which translates libpq's words)."""
-    from deployctl import dbtarget, dsn, redact
+    from deployctl import dbtarget, dsn
 
     text = data.decode("utf-8", "surrogateescape")
-    redact.register(text)
-    dsn.register_url(text)
+    dbtarget.register_url(text)  # the value, its password and every piece a parser may cut it into
     if not text.strip():
         raise UsageError("no connection string on stdin", hint="deployctl dsn lint [SERVICE] < url.txt")
     kwargs: dict = {}

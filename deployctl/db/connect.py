@@ -29,7 +29,13 @@ def _kwargs(url_or_dsn, timeout: float) -> tuple[dict, dict | None]:
         url = url.rstrip("\r\n") if url.endswith(("\n", "\r")) else url
     from sqlalchemy.engine import make_url
 
-    u = make_url(url)
+    try:
+        u = make_url(url)
+    except Exception:
+        # SQLAlchemy's message quotes the port slot, which a raw '@' or ':' fills with password text
+        from deployctl.dsn import unparseable
+
+        raise unparseable() from None
     redact.register(u.password)
     if runtime.driver_of(u.drivername) != "pg8000":
         u = u.set(drivername="postgresql+pg8000")  # the probe speaks pg8000 whatever the service uses

@@ -80,6 +80,12 @@ _NET_HINT = ("compare the DSN's host with the instance's private IP (deployctl d
 
 def classify(exc: BaseException) -> Diagnosis:
     """DESIGN §8's table. Messages pass through redact (a server message never holds a password, but be sure)."""
+    from deployctl.errors import DeployctlError
+
+    if isinstance(exc, DeployctlError) and exc.code == "dsn-unparseable":
+        return Diagnosis("unparseable", None, "connection string cannot be parsed", exc.message,
+                         "see dsn.lint: a raw '@', ':' or '/' in the password must be percent-encoded "
+                         "(deployctl dsn SERVICE --write-secret)")
     fields = error_fields(exc)
     if fields:
         state, msg = fields.get("C"), redact.redact(str(fields.get("M", "")))

@@ -246,6 +246,24 @@ def test_e_unencoded_at_in_password_then_fix(cloud, cloudapi):
     assert_no_secret(cloudapi, out, out2, out3, broken.output, extra=(pw,))
 
 
+def test_e2_a_password_sqlalchemy_cuts_into_its_port_slot_shows_no_piece(cloud, cloudapi):
+    """Review 2, finding 2: SQLAlchemy reads 'ef gh#ij' of this password as the port and int() quoted it in an
+    "unexpected error". The string is not tried (dsn.lint explains it) and no 6 characters of it show."""
+    pw = "ab@cd:ef gh#ij/kl"
+    good = cloudapi.store.access("cross-chain-database-url").text
+    _write_url(cloudapi, f"postgresql+pg8000://cross_chain_user:{pw}@{cloudapi.ip}:5432/cross_chain?sslmode=require")
+    try:
+        code, doc, out = doctor(cloud, CC)
+    finally:
+        _write_url(cloudapi, good)
+    c = checks(doc, CC)
+    assert code == 1
+    assert c["dsn.lint"]["status"] == "fail" and "unencoded-reserved" in c["dsn.lint"]["cause"]
+    assert c["dsn.login"]["status"] == "fail" and "not percent-encoded" in c["dsn.login"]["cause"], c["dsn.login"]
+    assert not [pw[i:i + 6] for i in range(len(pw) - 5) if pw[i:i + 6] in out]
+    assert_no_secret(cloudapi, out)
+
+
 def test_f_trailing_newline(cloud, cloudapi):
     pw = cloudapi.store.access("cross-chain-db-password").text
     cloudapi.store.add_version("cross-chain-db-password", pw + "\n")

@@ -280,3 +280,55 @@ def test_the_reserved_character_finding_does_not_say_which():
         f = next(f for f in dsn.lint(f"postgresql+psycopg://u:{pw}@10.20.0.3/db?sslmode=require")
                  if f.code == "unencoded-reserved")
         assert f.message == dsn.lint("postgresql+psycopg://u:x#y@10.20.0.3/db?sslmode=require")[0].message
+
+
+# Review 2, findings 2/3: a raw '@' ahead of a '?k=' (or a '?k=' alone) in a password. The userinfo ends at the
+# last '@' before the host, so the '?' is the password's (unencoded-reserved), the host is the real one, and
+# whatever SQLAlchemy or the driver would quote of it (its host, port, database and query slots) is registered.
+HOSTILE = ["Zq9!x@LongSecretPart?k=v", "ab?c=defghij", "ab@cd:ef gh#ij/kl", "Xy@Qz:77 sEcr3t wOrdz/"]
+
+
+def _sixes(pw: str) -> list[str]:
+    return [pw[i:i + 6] for i in range(len(pw) - 5)]
+
+
+def _what_parsers_say(url: str) -> str:
+    """What SQLAlchemy's parse error, or else the driver's errors, would quote of the URL's slots."""
+    try:
+        u = make_url(url)
+    except Exception as e:  # noqa: BLE001 - the port slot, quoted by int()
+        return str(e)
+    return f"host {u.host} port {u.port} database {u.database} user {u.username} query {dict(u.query)}"
+
+
+@pytest.mark.parametrize("pw", HOSTILE)
+def test_a_raw_at_or_query_mark_in_a_password_is_reserved_and_no_piece_of_it_shows(pw):
+    from deployctl.commands.dsn import lint_value
+
+    redact.clear()
+    url = f"postgresql+pg8000://cross_chain_user:{pw}@{HOST}:5432/cross_chain?sslmode=require"
+    assert codes(url, private_ip=HOST, via_runtime=True) == {"unencoded-reserved": "error"}
+    result = lint_value(None, url.encode())
+    assert result.url == f"postgresql+pg8000://cross_chain_user:***@{HOST}:5432/cross_chain?sslmode=require"
+    said = redact.redact(_what_parsers_say(url) + " " + result.model_dump_json())
+    assert not [p for p in _sixes(pw) if p in said], said
+    assert HOST in redact.redact(f"host {HOST}")  # the real host is not a piece of the password
+    redact.clear()
+
+
+def test_a_query_mark_without_a_query_after_the_host_is_still_the_passwords():
+    url = f"postgresql+pg8000://u:ab?c=defghij@{HOST}/db"
+    assert codes(url, private_ip=HOST)["unencoded-reserved"] == "error"
+    assert dsn.mask(url) == f"postgresql+pg8000://u:***@{HOST}/db"
+    # an '@' in a query value of a URL without userinfo stays in the query
+    assert dsn.mask("postgresql+psycopg://h/db?sslrootcert=/a@b/ca.pem") == \
+        "postgresql+psycopg://h/db?sslrootcert=/a@b/ca.pem"
+
+
+def test_a_probe_of_a_string_sqlalchemy_cannot_parse_withholds_its_message():
+    from deployctl.db.connect import probe
+
+    redact.clear()
+    r = probe(f"postgresql+pg8000://cross_chain_user:ab@cd:ef gh#ij/kl@{HOST}:5432/cross_chain", timeout=1)
+    assert not r.ok and r.diagnosis.code == "unparseable"
+    assert "ef gh" not in r.diagnosis.cause + r.diagnosis.hint and "dsn.lint" in r.diagnosis.hint
