@@ -113,14 +113,18 @@ def translate(exc: BaseException, *, resource: str, config_ref: str | None = Non
         why = ("connection refused" if "refused" in detail.lower()
                else "the endpoint accepted the connection but did not answer" if "deadline" in detail.lower()
                else detail)
-        hint = UNREACHABLE_HINT
-        if isinstance(exc, gexc.DeadlineExceeded):  # a change not retried: the server may have made it
-            hint += "; if this was a change (deploy, migrate, secrets set), check whether it was made before retrying"
         return errors.Unreachable(f"no answer from the API while working on {resource}: {why}",
-                                  hint=hint, details={**details, "detail": detail})
+                                  hint=UNREACHABLE_HINT + _change_hint(exc), details={**details, "detail": detail})
     return errors.CloudError(f"the API call for {resource} failed: {detail}",
                              hint="retry; if it fails again, run with -v and check the resource's state "
-                                  "(`deployctl doctor`)", details=details)
+                                  "(`deployctl doctor`)" + _change_hint(exc), details=details)
+
+
+def _change_hint(exc: BaseException) -> str:
+    """A change whose call failed without a definite answer may have been made: never repeat it blindly."""
+    from deployctl.cloud.policy import sent_change
+
+    return "; this was a change: check whether it was made before retrying" if sent_change(exc) else ""
 
 
 def _permission_denied(exc, gexc, resource, referred, detail, permission, details) -> errors.PermissionDenied:

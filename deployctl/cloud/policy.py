@@ -4,9 +4,11 @@ The libraries' defaults retry for up to 60 s on a dead endpoint, Cloud Run Jobs 
 and `timeout=` alone does not bound the retries: every call made by deployctl passes `**policy.call()`.
 
 Reads retry every transient error. A mutation (create, update, delete, add a version, run a job) passes
-`**policy.call(mutation=True)` and is retried only on errors that say the server did not act on it
-(UNAVAILABLE, RESOURCE_EXHAUSTED): after DEADLINE_EXCEEDED or INTERNAL the change may have been made, and
-repeating it would start a second execution, add a duplicate version, or report our own create as a conflict.
+`**policy.call(mutation=True)` and is retried only when the request certainly did not reach the server: a quota
+refusal (RESOURCE_EXHAUSTED), or an UNAVAILABLE that grpc raised because no connection was ever made. Any other
+UNAVAILABLE (a reset stream, a closed socket, GOAWAY, a front end's 503) and DEADLINE_EXCEEDED or INTERNAL may
+come after the server acted, and repeating the change would start a second execution or add a duplicate
+version; such a failure says to check whether the change was made (cloud/errors.translate).
 Long-running operations are waited with `policy.wait(op)`: each poll is one bounded call, Ctrl-C stops it.
 """
 
@@ -16,6 +18,7 @@ import functools
 import inspect
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -39,23 +42,45 @@ def _on_retry(exc: Exception) -> None:
     log.info("retrying after a transient error: %s", getattr(exc, "message", None) or exc)
 
 
+# grpc's own words for an RPC that was never sent because no connection was made: connect refused, DNS
+# failed, no subchannel ever became ready (its "last error" may then say reset or closed: that was the handshake),
+# the HTTP/2 handshake timed out.
+_NEVER_CONNECTED = re.compile(r"failed to connect to all addresses|dns resolution failed|errors resolving|"
+                              r"connection refused|timed out before receiving settings", re.IGNORECASE)
+
+
+def _details(exc: Exception) -> str:
+    return str(getattr(exc, "message", None) or exc)
+
+
 def _not_acted_on(exc: Exception) -> bool:
-    """The server refused the request before acting on it: safe to send again, even a mutation."""
+    """The request certainly did not reach the server, or was refused for quota: safe to send again, even a change."""
     from google.api_core import exceptions as gexc
 
-    return isinstance(exc, gexc.ServiceUnavailable | gexc.TooManyRequests | gexc.ResourceExhausted)
+    if isinstance(exc, gexc.TooManyRequests | gexc.ResourceExhausted):
+        return True
+    return isinstance(exc, gexc.ServiceUnavailable) and bool(_NEVER_CONNECTED.search(_details(exc)))
 
 
 def _is_transient(exc: Exception) -> bool:
     from google.api_core import exceptions as gexc
 
-    return _not_acted_on(exc) or isinstance(exc, gexc.DeadlineExceeded | gexc.InternalServerError)
+    return isinstance(exc, gexc.ServiceUnavailable | gexc.TooManyRequests | gexc.ResourceExhausted
+                      | gexc.DeadlineExceeded | gexc.InternalServerError)
 
 
 def _is_quota(exc: Exception) -> bool:
     from google.api_core import exceptions as gexc
 
     return isinstance(exc, gexc.TooManyRequests | gexc.ResourceExhausted)
+
+
+_SENT_CHANGE = "_deployctl_sent_change"
+
+
+def sent_change(exc: BaseException) -> bool:
+    """True for the error of a mutation's call (policy.call(mutation=True)): the server may have made the change."""
+    return bool(getattr(exc, _SENT_CHANGE, False))
 
 
 class Breaker:
@@ -109,11 +134,16 @@ class Breaker:
 
 @functools.cache
 def _retry_class():
-    """api_core's Retry, with two changes: after a quota error the next wait is longer (retrying at 0.1 s just
-    uses the quota up again), and a Ctrl-C stops the retries at the next wait (a deploy's workers poll here)."""
+    """api_core's Retry, with three changes: after a quota error the next wait is longer (retrying at 0.1 s just
+    uses the quota up again), a Ctrl-C stops the retries at the next wait (a deploy's workers poll here), and the
+    error of a mutation's call is marked (sent_change) so that its message says to check whether it was made."""
     from google.api_core.retry import Retry, retry_target
 
     class PolicyRetry(Retry):
+        def __init__(self, *args, mutation: bool = False, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.mutation = mutation
+
         def __call__(self, func, on_error=None):
             on_error = self._on_error or on_error
 
@@ -126,8 +156,13 @@ def _retry_class():
                     if on_error is not None:
                         on_error(exc)
 
-                return retry_target(functools.partial(func, *args, **kwargs), self._predicate, backoff,
-                                    timeout=self._timeout, on_error=seen)
+                try:
+                    return retry_target(functools.partial(func, *args, **kwargs), self._predicate, backoff,
+                                        timeout=self._timeout, on_error=seen)
+                except Exception as exc:
+                    if self.mutation:
+                        setattr(exc, _SENT_CHANGE, True)
+                    raise
 
             return retried
 
@@ -180,9 +215,9 @@ class CallPolicy:
     def _retry(self, mutation: bool, timeout: float, single: bool = False):
         cls = _retry_class()
         if single:
-            return cls(predicate=lambda exc: False, timeout=timeout)
+            return cls(predicate=lambda exc: False, timeout=timeout, mutation=mutation)
         return cls(predicate=_not_acted_on if mutation else _is_transient, initial=self.initial_backoff,
-                   maximum=self.max_backoff, multiplier=2.0, timeout=timeout, on_error=_on_retry)
+                   maximum=self.max_backoff, multiplier=2.0, timeout=timeout, on_error=_on_retry, mutation=mutation)
 
     def call(self, *, mutation: bool = False, timeout: float | None = None) -> dict:
         """Keyword arguments for one GAPIC call: `client.get_secret(request=..., **policy.call())`.

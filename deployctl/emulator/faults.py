@@ -9,9 +9,12 @@ while the emulator runs in another process:
      "permission_denied": ["projects/p/secrets/db-password"],
      "seed": 1}
 
-`error_rate` fails a call before its handler runs (the server did nothing); `drop_response_rate` runs the
-handler and then loses its reply (the server acted, the client sees `drop_response_code`), as when a reply
-times out on the way back. The seed makes both rolls, and the choice among `error_codes`, reproducible.
+`error_rate` fails a call before its handler runs (the server did nothing): an injected UNAVAILABLE stands for a
+request that never reached the service, so its details are grpc's own words for that ("failed to connect to all
+addresses"), the one UNAVAILABLE after which a client may resend even a change; RESOURCE_EXHAUSTED is a quota
+refusal. `drop_response_rate` runs the handler and then loses its reply (the server acted, the client sees
+`drop_response_code`: DEADLINE_EXCEEDED as when a reply times out on the way back, UNAVAILABLE as a stream reset
+or a front end's 503 after the backend acted). The seed makes both rolls, and the choice among `error_codes`, reproducible.
 A file that is not a JSON object, or a key of the wrong type, is ignored (said in the emulator log).
 Other components read their own keys from the same file (e.g. "failing_jobs", "unhealthy_revisions").
 """
@@ -95,6 +98,11 @@ class FaultConfig:
             return self._rng.choice(options)
 
 
+# What an injected error before the handler says, where grpc has its own words for "the request was not sent".
+_NOT_SENT = {grpc.StatusCode.UNAVAILABLE: "injected fault: UNAVAILABLE: failed to connect to all addresses (the "
+                                          "request did not reach the service)"}
+
+
 def _applies(methods, method: str) -> bool:
     return "*" in methods or method in methods
 
@@ -126,7 +134,7 @@ class FaultInterceptor(grpc.ServerInterceptor):
             if cfg.get("error_rate") and _applies(cfg.get("error_methods", ["*"]), method):
                 if self.faults.roll(float(cfg["error_rate"])):
                     code = _status(self.faults.choose(cfg["error_codes"]))
-                    context.abort(code, f"injected fault: {code.name}")
+                    context.abort(code, _NOT_SENT.get(code, f"injected fault: {code.name}"))
             reply = inner(request, context)
             if cfg.get("drop_response_rate") and _applies(cfg.get("drop_response_methods", ["*"]), method):
                 if self.faults.roll(float(cfg["drop_response_rate"])):

@@ -156,11 +156,13 @@ def _api(cloud: Cli):
     return clients, RunJobs(clients, PROJECT, "us-central1"), SecretStore(clients, PROJECT)
 
 
-def test_a_change_whose_reply_is_lost_is_not_made_twice(cloud):
-    """The emulator runs RunJob / AddSecretVersion and then loses the reply (the client sees DEADLINE_EXCEEDED,
-    as when a reply times out on its way back). Retrying would start a second migration execution or add a
-    second version: a change is retried only when the server says it did not act. The command fails with one
-    message that says to check whether the change was made."""
+@pytest.mark.parametrize("lost_as", ["DEADLINE_EXCEEDED", "UNAVAILABLE"])
+def test_a_change_whose_reply_is_lost_is_not_made_twice(cloud, lost_as):
+    """The emulator runs RunJob / AddSecretVersion and then loses the reply: the client sees DEADLINE_EXCEEDED (a
+    reply that timed out on its way back) or UNAVAILABLE (a reset stream, a front end's 503 after the backend
+    acted). Retrying would start a second migration execution or add a second version: a change is resent only
+    when the request certainly never reached the server. The command fails with one message that says to check
+    whether the change was made."""
     job = "fiat-gateway-migrate"
     secret = "e2e-lost-reply"
     clients, jobs, secrets = _api(cloud)
@@ -168,7 +170,8 @@ def test_a_change_whose_reply_is_lost_is_not_made_twice(cloud):
         assert cloud("secrets", "set", secret, input="first-value-1").code == 0
         executions = len(jobs.executions(job)) if jobs.find(job) else 0
         versions = len(secrets.versions(secret))
-        set_faults(cloud, {"drop_response_rate": 1.0, "drop_response_methods": ["RunJob", "AddSecretVersion"]})
+        set_faults(cloud, {"drop_response_rate": 1.0, "drop_response_methods": ["RunJob", "AddSecretVersion"],
+                           "drop_response_code": lost_as})
         try:
             migrate = cloud("migrate", "fiat-gateway", timeout=120)
             stored = cloud("secrets", "set", secret, input="second-value-2")

@@ -112,10 +112,26 @@ def test_parse_ref_rejects(ref):
     assert info.value.hint
 
 
-# --- the call policy: reads retry transient errors, mutations only what the server did not act on ---------------
+# --- the call policy: reads retry transient errors, mutations only what certainly never reached the server -------
+REFUSED = ("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Failed to connect to remote "
+           "host: Connection refused")
+
+
 @pytest.mark.parametrize("exc, read, mutation", [
-    (gexc.ServiceUnavailable("down"), True, True),
+    (gexc.ServiceUnavailable(REFUSED), True, True),  # grpc's words: no connection, the request was never sent
+    (gexc.ServiceUnavailable("failed to connect to all addresses; last error: UNAVAILABLE: ipv4:10.0.0.1:443: "
+                             "recvmsg:Connection reset by peer (104)"), True, True),  # reset during the handshake
+    (gexc.ServiceUnavailable("errors resolving run.googleapis.com:443: Domain name not found"), True, True),
+    (gexc.ServiceUnavailable("DNS resolution failed for run.googleapis.com:443"), True, True),
+    (gexc.ServiceUnavailable("connection attempt timed out before receiving SETTINGS frame"), True, True),
+    (gexc.TooManyRequests("rate"), True, True),
     (gexc.ResourceExhausted("quota"), True, True),
+    # UNAVAILABLE after the request was sent: the server may have acted (this case was wrongly retried before)
+    (gexc.ServiceUnavailable("down"), True, False),
+    (gexc.ServiceUnavailable("Connection reset by peer"), True, False),
+    (gexc.ServiceUnavailable("Socket closed"), True, False),
+    (gexc.ServiceUnavailable("Received http2 header with status: 502 (GOAWAY)"), True, False),
+    (gexc.ServiceUnavailable("The service is currently unavailable."), True, False),  # a front end's bare 503
     (gexc.DeadlineExceeded("no reply"), True, False),  # the server may have acted: a second execution, version
     (gexc.InternalServerError("oops"), True, False),
     (gexc.Aborted("etag"), False, False),
@@ -126,6 +142,31 @@ def test_mutations_are_retried_only_when_the_server_did_not_act(exc, read, mutat
 
     assert DEFAULT.call()["retry"]._predicate(exc) is read
     assert DEFAULT.call(mutation=True)["retry"]._predicate(exc) is mutation
+
+
+@pytest.mark.parametrize("raised", [gexc.ServiceUnavailable("Socket closed"), gexc.DeadlineExceeded("no reply"),
+                                    gexc.InternalServerError("oops")])
+def test_a_failed_change_says_to_check_whether_it_was_made(raised):
+    """Through the policy's real Retry: whatever ends a change's call without a definite answer says the change
+    may have been made; the same error of a read does not."""
+    from deployctl.cloud.policy import DEFAULT
+
+    def rpc(timeout=None):
+        raise raised
+
+    def fails(**call) -> errors.DeployctlError:
+        with pytest.raises(errors.DeployctlError) as info, translated(RES):
+            call["retry"](rpc)(timeout=call["timeout"])
+        return info.value
+
+    policy = DEFAULT.with_deadline(0.5)
+    change, read = fails(**policy.call(mutation=True)), fails(**policy.call())
+    assert "check whether it was made" in change.hint, change.hint
+    assert "check whether it was made" not in read.hint, read.hint
+    denied = gexc.PermissionDenied("Permission 'secretmanager.versions.add' denied")
+    with pytest.raises(errors.PermissionDenied) as info, translated(RES):
+        policy.call(mutation=True)["retry"](lambda: (_ for _ in ()).throw(denied))()
+    assert "check whether" not in info.value.hint  # a definite refusal: nothing was made
 
 
 def test_a_quota_error_waits_longer_before_the_retry():
