@@ -86,50 +86,37 @@ def sent_change(exc: BaseException) -> bool:
 class Breaker:
     """Remembers that an endpoint has stopped answering, so one command does not wait a full deadline per call.
 
-    The clients' channel reports every RPC's outcome here. Once the endpoint has answered nothing (no
-    connection, or DEADLINE_EXCEEDED) for a whole call deadline, reads are tried once, briefly, and not
-    retried: a dead endpoint costs a command about one deadline, not one per call. Every PROBE_EVERY seconds one
-    call gets a longer attempt, so an endpoint that is back but slow is noticed; any answer closes the breaker.
+    The clients' channel reports every RPC attempt's outcome here. The breaker opens only after several attempts
+    in a row got no answer (no connection, or DEADLINE_EXCEEDED) and that silence spans at least a whole call
+    deadline: one slow attempt never opens it. Once open, a call gets one attempt, with the policy's full attempt
+    timeout, and no retries: a dead endpoint costs a command about one deadline plus one attempt per further call,
+    not a deadline per call, and an endpoint that is slow but alive still answers within the attempt, which closes
+    the breaker. The breaker never shortens an attempt, so every timeout it sees is a real one.
     """
 
-    QUICK_ATTEMPT = 0.3  # seconds for one attempt of a read once open
-    PROBE_ATTEMPT = 2.0  # seconds for the attempt that probes whether the endpoint is back
-    PROBE_EVERY = 5.0
+    MIN_FAILURES = 3  # attempts in a row without an answer
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._failing_since: float | None = None
+        self._failures = 0
+        self._failing_since = 0.0
         self._last_failure = 0.0
-        self._last_probe = 0.0
 
     def failed(self, started: float) -> None:
         with self._lock:
-            if self._failing_since is None or started < self._failing_since:
-                self._failing_since = started
+            self._failing_since = started if self._failures == 0 else min(self._failing_since, started)
+            self._failures += 1
             self._last_failure = self._clock()
 
     def answered(self) -> None:
         with self._lock:
-            self._failing_since = None
+            self._failures = 0
 
     def open(self, deadline: float) -> bool:
         with self._lock:
-            return self._open(deadline)
-
-    def state(self, deadline: float) -> str:
-        """"closed", "open", or "probe" (open, and this call is the one allowed to probe)."""
-        with self._lock:
-            if not self._open(deadline):
-                return "closed"
-            now = self._clock()
-            if now - max(self._last_probe, self._failing_since or 0.0) >= self.PROBE_EVERY:
-                self._last_probe = now
-                return "probe"
-            return "open"
-
-    def _open(self, deadline: float) -> bool:
-        return self._failing_since is not None and self._last_failure - self._failing_since >= deadline * 0.9
+            return (self._failures >= self.MIN_FAILURES
+                    and self._last_failure - self._failing_since >= deadline * 0.9)
 
 
 @functools.cache
@@ -226,44 +213,48 @@ class CallPolicy:
         """
         limit = self.deadline if timeout is None else min(timeout, self.deadline)
         attempt = min(self.attempt_timeout, limit)
-        state = self.breaker.state(self.deadline) if self.breaker is not None else "closed"
-        if state == "closed":
-            return {"retry": self._retry(mutation, limit), "timeout": attempt}
-        # The endpoint has been silent for a whole deadline: one attempt, no retries. A mutation keeps its full
-        # attempt (cut short, the server may act on it after we gave up); a read is quick unless it probes.
-        if not mutation:
-            attempt = min(attempt, Breaker.PROBE_ATTEMPT if state == "probe" else Breaker.QUICK_ATTEMPT)
-        return {"retry": self._retry(mutation, attempt, single=True), "timeout": attempt}
+        if self.breaker is not None and self.breaker.open(self.deadline):
+            # The endpoint has answered nothing for a whole deadline: one whole attempt, no retries.
+            return {"retry": self._retry(mutation, attempt, single=True), "timeout": attempt}
+        return {"retry": self._retry(mutation, limit), "timeout": attempt}
 
     def wait(self, operation, *, deadline: float | None = None, on_poll: Callable | None = None):
         """Wait for a long-running operation and return its result, within `deadline` (default: the policy's
         operation deadline).
 
         Each poll (GetOperation) is one call with this policy's attempt timeout and read retries, so a poll that
-        gets no answer ends (the library's own poll waits up to 600 s for one). Polls start 0.2 s apart and grow
-        to 2 s; between them `interrupt.sleep` lets Ctrl-C stop a worker thread. `on_poll(operation)` is called
-        after every poll that finds the operation still running (e.g. to report its metadata). An operation that
-        fails raises its Google error (callers translate it); one that outlives the deadline raises CloudError
-        with code "timeout".
+        gets no answer ends (the library's own poll waits up to 600 s for one). A poll that fails for want of an
+        answer is tried again while the deadline has time: the operation runs on without us. Polls start 0.2 s
+        apart and grow to 2 s; between them `interrupt.sleep` lets Ctrl-C stop a worker thread. `on_poll(operation)`
+        is called after every poll that finds the operation still running (e.g. to report its metadata). An
+        operation that fails raises its Google error (callers translate it); one that outlives the deadline, or
+        whose polls got no answer until then, raises a DeployctlError saying it may still be running.
         """
-        from deployctl import errors, interrupt
+        from deployctl import interrupt
 
         limit = deadline or self.operation_deadline
         end = time.monotonic() + limit
         refresh = _bounded_refresh(operation)
         delay = 0.2
         while True:
-            remaining = end - time.monotonic()
+            remaining, answered = end - time.monotonic(), True
             if not operation.operation.done:
-                refresh(self.call(timeout=max(remaining, 0.1)))
+                try:
+                    refresh(self.call(timeout=max(remaining, 0.1)))
+                except Exception as exc:
+                    if not _no_answer(exc):
+                        raise
+                    if time.monotonic() + delay > end:
+                        raise _gave_up(operation, limit, exc) from exc
+                    answered = False
+                    log.info("no answer to a poll of %s (%s); polling again", operation.operation.name,
+                             _details(exc))
             if operation.operation.done:
                 return operation.result()  # the result is set: no further poll
-            if on_poll is not None:
+            if on_poll is not None and answered:
                 on_poll(operation)
             if time.monotonic() + delay > end:
-                raise errors.CloudError(f"operation {operation.operation.name} did not finish within {limit:g} s",
-                                        hint="check its state in the console (or `deployctl status`), then retry",
-                                        code="timeout", details={"operation": operation.operation.name})
+                raise _gave_up(operation, limit)
             interrupt.sleep(delay)
             delay = min(delay * 1.5, 2.0)
 
@@ -273,6 +264,26 @@ class CallPolicy:
         return CallPolicy(attempt_timeout=min(self.attempt_timeout, deadline), deadline=deadline,
                           initial_backoff=self.initial_backoff, max_backoff=self.max_backoff,
                           operation_deadline=max(deadline, self.operation_deadline), breaker=self.breaker)
+
+
+def _no_answer(exc: Exception) -> bool:
+    """A poll that failed for want of an answer (not a definite error such as NOT_FOUND): worth polling again."""
+    from google.api_core import exceptions as gexc
+
+    return isinstance(exc, gexc.RetryError) or _is_transient(exc)
+
+
+def _gave_up(operation, limit: float, exc: Exception | None = None):
+    from deployctl import errors
+
+    name = operation.operation.name
+    hint = "check its state in the console (or `deployctl status`) before retrying: the change may have been made"
+    if exc is None:
+        return errors.CloudError(f"operation {name} did not finish within {limit:g} s; it may still be running",
+                                 hint=hint, code="timeout", details={"operation": name})
+    detail = " ".join(_details(exc).split())
+    return errors.Unreachable(f"no answer from the API while waiting for operation {name} ({limit:g} s); "
+                              "it may still be running", hint=hint, details={"operation": name, "detail": detail})
 
 
 def _bounded_refresh(operation) -> Callable[[dict], None]:

@@ -4,8 +4,10 @@ Three dead endpoints: a port nothing listens on (connection refused), a listener
 answers (TCP connects, gRPC never completes its handshake), and a gRPC server that accepts every RPC and never
 replies (the handshake completes; each call waits for its deadline). The documented deadline is
 cloud/policy.py's CallPolicy: each call 30 s retries included (attempts of 10 s), `--timeout S` bounds each
-call to S s; once an endpoint has answered nothing for a whole deadline the rest of the command fails fast
-(policy.Breaker). Waiting on a long-running operation polls with the same per-attempt timeout.
+call to S s; once an endpoint has answered nothing for several attempts spanning a whole deadline, the rest of
+the command's calls get one attempt each, not retried (policy.Breaker); an endpoint that is slow once and then
+answers is never failed by it. Waiting on a long-running operation polls with the same per-attempt timeout, and
+a poll without an answer is tried again while the operation's deadline has time.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from deployctl.cloud.policy import DEFAULT
+from deployctl.cloud.policy import DEFAULT, CallPolicy
 
 from .conftest import ROOT, Cli
 
@@ -211,32 +213,113 @@ def test_an_operation_whose_polls_never_answer_ends_within_its_deadline(hanging)
         with pytest.raises((errors.Unreachable, errors.CloudError)) as failed:
             run.delete("anything", deadline=3.0)
         assert time.monotonic() - start < 3.0 + 1.5, "the operation wait outlived its deadline"
-        assert failed.value.hint
+        assert failed.value.hint and "may still be running" in failed.value.message, failed.value.message
     finally:
         clients.close()
 
 
+# Attempts of 0.5 s in a 1.5 s deadline: one call against a silent endpoint is three attempts without an answer,
+# spanning the whole deadline, which opens the breaker; the next call is one attempt, not retried.
+SHORT = CallPolicy(attempt_timeout=0.5, deadline=1.5)
+
+
+class SlowOnceServer:
+    """A healthy gRPC endpoint: every call answers in 0.5 s, but the first takes `first` seconds (a cold start).
+    DeleteService answers with a pending operation; GetOperation of it is slow the first time, then done."""
+
+    OPERATION = "projects/deployctl-local/locations/us-central1/operations/slow-once"
+
+    def __init__(self, first: float) -> None:
+        import grpc
+        from google.longrunning import operations_pb2
+        from google.protobuf import any_pb2
+
+        self.calls: list[str] = []
+        pending = operations_pb2.Operation(name=self.OPERATION, done=False).SerializeToString()
+        deleted = any_pb2.Any(type_url="type.googleapis.com/google.cloud.run.v2.Service")  # an empty Service
+        done = operations_pb2.Operation(name=self.OPERATION, done=True, response=deleted).SerializeToString()
+
+        def handler(method: str):
+            def handle(request: bytes, context) -> bytes:
+                self.calls.append(method)
+                first_of_kind = self.calls.count(method) == 1
+                time.sleep(first if first_of_kind and not method.endswith("DeleteService") else 0.5)
+                if method.endswith("DeleteService"):
+                    return pending
+                return done if method.endswith("GetOperation") else b""  # an empty response message
+            return handle
+
+        class Handler(grpc.GenericRpcHandler):
+            def service(self, details):
+                return grpc.unary_unary_rpc_method_handler(handler(details.method))
+
+        self.server = grpc.server(ThreadPoolExecutor(8), handlers=[Handler()])
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def close(self) -> None:
+        self.server.stop(0)
+
+
+def test_one_slow_answer_does_not_fail_the_calls_after_it():
+    """`--timeout 2` against an endpoint that is slow once (2.5 s) and then answers in 0.5 s: the slow call fails,
+    every call after it succeeds (the breaker opened on that one attempt and then failed the next calls in
+    0.3 s each, the endpoint answering in 0.5 s)."""
+    from deployctl import errors
+    from deployctl.cloud.clients import Clients
+    from deployctl.cloud.secrets import SecretStore
+
+    server = SlowOnceServer(first=2.5)
+    clients = Clients(emulator_host=f"127.0.0.1:{server.port}", policy=DEFAULT.with_deadline(2.0))
+    store = SecretStore(clients, "deployctl-local")
+    try:
+        with pytest.raises(errors.Unreachable):
+            store.list_secrets()
+        for _ in range(4):
+            assert store.list_secrets() == []
+    finally:
+        clients.close()
+        server.close()
+
+
+def test_an_operation_wait_survives_a_poll_without_an_answer():
+    """The first GetOperation outlives its attempt (2.5 s against a 1 s deadline), the next answers done: the
+    wait goes on polling while its deadline has time (it used to end the whole rollout at the first such poll)."""
+    from deployctl.cloud.clients import Clients
+    from deployctl.cloud.run import RunServices
+
+    server = SlowOnceServer(first=2.5)
+    clients = Clients(emulator_host=f"127.0.0.1:{server.port}", policy=DEFAULT.with_deadline(1.0))
+    try:
+        RunServices(clients, "deployctl-local", "us-central1").delete("anything", deadline=10.0)
+        assert server.calls.count("/google.longrunning.Operations/GetOperation") >= 2
+    finally:
+        clients.close()
+        server.close()
+
+
 def test_the_breaker_also_watches_the_google_transport(tmp_path, silent, monkeypatch):
     """With Application Default Credentials (not the emulator's channel) the breaker still sees the outcomes:
-    after one call that got no answer for its deadline, the next fails fast. The real TLS transport, pointed
-    at the silent listener; the credentials are a throwaway service-account key (self-signed JWTs, no network)."""
+    after a call that got no answer for its whole deadline, the next is not retried. The real TLS transport,
+    pointed at the silent listener; the credentials are a throwaway service-account key (self-signed JWTs, no
+    network)."""
     from deployctl import errors
     from deployctl.cloud.clients import Clients
     from deployctl.cloud.secrets import SecretStore
 
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(_throwaway_key(tmp_path)))
-    clients = Clients(emulator_host=None, policy=DEFAULT.with_deadline(1.5),
-                      client_options={"api_endpoint": f"127.0.0.1:{silent.port}"})
+    clients = Clients(emulator_host=None, policy=SHORT, client_options={"api_endpoint": f"127.0.0.1:{silent.port}"})
     store = SecretStore(clients, "deployctl-local")
     try:
         start = time.monotonic()
         with pytest.raises(errors.Unreachable):
             store.list_secrets()
-        assert time.monotonic() - start < 1.5 + 1.0
+        assert SHORT.deadline - 0.2 < time.monotonic() - start < SHORT.deadline + 1.0
         start = time.monotonic()
         with pytest.raises(errors.Unreachable):
             store.list_secrets()
-        assert time.monotonic() - start < 1.0, "the breaker did not open on the Google transport"
+        took = time.monotonic() - start
+        assert took < SHORT.attempt_timeout + 0.5, f"the breaker did not open on the Google transport ({took:.1f}s)"
     finally:
         clients.close()
 
@@ -262,18 +345,18 @@ def test_a_silent_endpoint_is_unreachable_with_a_hint_in_process(silent):
     from deployctl.cloud.clients import Clients
     from deployctl.cloud.secrets import SecretStore
 
-    clients = Clients(emulator_host=f"127.0.0.1:{silent.port}", policy=DEFAULT.with_deadline(1.5))
+    clients = Clients(emulator_host=f"127.0.0.1:{silent.port}", policy=SHORT)
     store = SecretStore(clients, "deployctl-local")
     try:
         start = time.monotonic()
         with pytest.raises(errors.Unreachable) as first:
             store.list_secrets()
-        assert time.monotonic() - start < 1.5 + 1.0
+        assert time.monotonic() - start < SHORT.deadline + 1.0
         assert first.value.hint and "DEPLOYCTL_EMULATOR_HOST" in first.value.hint
-        start = time.monotonic()  # the breaker is open now: the next call fails fast
+        start = time.monotonic()  # the breaker is open now: the next call is one attempt
         with pytest.raises(errors.Unreachable):
             store.list_secrets()
-        assert time.monotonic() - start < 1.0
+        assert time.monotonic() - start < SHORT.attempt_timeout + 0.5
     finally:
         clients.close()
 

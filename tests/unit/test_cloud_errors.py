@@ -179,23 +179,35 @@ def test_a_quota_error_waits_longer_before_the_retry():
     assert waits[0] >= _Backoff.QUOTA_INITIAL / 2 and waits[-1] >= waits[0]
 
 
-def test_an_open_breaker_lets_a_probe_through_and_keeps_mutations_whole():
+def test_the_breaker_opens_only_on_repeated_silence_and_then_gives_whole_attempts():
+    """One slow attempt never opens it; several attempts without an answer spanning a whole deadline do. Open, a
+    call gets the policy's full attempt timeout and no retries (it used to get 0.3 s, failing a healthy endpoint
+    that answers in 0.5 s); any answer closes it."""
     import dataclasses
 
     from deployctl.cloud.policy import DEFAULT, Breaker
 
     clock = [100.0]
     breaker = Breaker(clock=lambda: clock[0])
-    policy = dataclasses.replace(DEFAULT.with_deadline(2.0), breaker=breaker)
-    breaker.failed(started=90.0)  # silent for 10 s > the 2 s deadline: open
-    assert policy.call()["timeout"] == min(2.0, Breaker.PROBE_ATTEMPT)  # the first call probes
-    assert policy.call()["timeout"] == Breaker.QUICK_ATTEMPT  # then quick, not retried
-    assert policy.call()["retry"]._predicate(gexc.ServiceUnavailable("x")) is False
-    assert policy.call(mutation=True)["timeout"] == 2.0  # cut short, the server could act after we gave up
-    clock[0] += Breaker.PROBE_EVERY
-    assert policy.call()["timeout"] == min(2.0, Breaker.PROBE_ATTEMPT)
+    policy = dataclasses.replace(DEFAULT, breaker=breaker)  # attempts of 10 s, a 30 s deadline
+    breaker.failed(started=60.0)  # one attempt silent for 40 s: still one attempt
+    assert not breaker.open(policy.deadline)
+    assert policy.call()["retry"]._predicate(gexc.ServiceUnavailable("x"))
     breaker.answered()
-    assert policy.call()["timeout"] == 2.0 and policy.call()["retry"]._predicate(gexc.ServiceUnavailable("x"))
+    for started in (70.0, 80.0, 90.0):  # three in a row, 30 s of silence together: open
+        clock[0] = started + 10.0
+        breaker.failed(started=started)
+    assert breaker.open(policy.deadline)
+    call = policy.call()
+    assert call["timeout"] == policy.attempt_timeout and call["retry"].timeout == policy.attempt_timeout
+    assert call["retry"]._predicate(gexc.ServiceUnavailable("x")) is False
+    assert policy.call(mutation=True)["timeout"] == policy.attempt_timeout
+    breaker.answered()
+    assert not breaker.open(policy.deadline) and policy.call()["retry"].timeout == policy.deadline
+    for started in (100.0, 100.1, 100.2):  # three quick failures in 0.2 s: not a whole deadline of silence
+        clock[0] = started
+        breaker.failed(started=started)
+    assert not breaker.open(policy.deadline)
 
 
 # --- credentials: no Application Default Credentials is a setup error with the next step, not a crash -----------
