@@ -106,6 +106,9 @@ def translate(exc: BaseException, *, resource: str, config_ref: str | None = Non
         return errors.CloudError(f"the request for {resource} was rejected as invalid{referred}: {detail}",
                                  hint="check the name and values" + (f" in {config_ref}" if config_ref else ""),
                                  code="invalid-argument", details=details)
+    auth = _credentials_failure(exc)
+    if auth is not None:
+        return auth
     if isinstance(exc, gexc.RetryError | gexc.DeadlineExceeded | gexc.ServiceUnavailable):
         # grpc's own text nests "last error: ..." over several lines; say what happened in a few words and
         # keep the library's text in details (shown by --json) for whoever debugs the network.
@@ -118,6 +121,22 @@ def translate(exc: BaseException, *, resource: str, config_ref: str | None = Non
     return errors.CloudError(f"the API call for {resource} failed: {detail}",
                              hint="retry; if it fails again, run with -v and check the resource's state "
                                   "(`deployctl doctor`)" + _change_hint(exc), details=details)
+
+
+def _credentials_failure(exc: BaseException) -> errors.DeployctlError | None:
+    """On a gRPC channel an expired or revoked credential is not google.auth's RefreshError: the auth plugin turns it
+    into UNAVAILABLE "Getting metadata from plugin failed with error: ...". It is the credentials, not the network."""
+    from deployctl.cloud.clients import CREDENTIALS_HINT
+    from deployctl.cloud.policy import credentials_failed
+
+    failed = next((e for e in (exc, getattr(exc, "cause", None)) if e is not None and credentials_failed(e)), None)
+    if failed is None:
+        return None
+    why = " ".join(redact(_message(failed)).split()).partition("with error: ")[2]
+    first = re.match(r"""\(['"](.+?)['"], """, why)  # google.auth's (message, response body) tuple
+    why = (first.group(1) if first else why) or "the token could not be refreshed"
+    return errors.PermissionDenied(f"the Google Cloud credentials could not be used: {why}", hint=CREDENTIALS_HINT,
+                                   code="credentials")
 
 
 def _change_hint(exc: BaseException) -> str:

@@ -47,10 +47,20 @@ def _on_retry(exc: Exception) -> None:
 # the HTTP/2 handshake timed out.
 _NEVER_CONNECTED = re.compile(r"failed to connect to all addresses|dns resolution failed|errors resolving|"
                               r"connection refused|timed out before receiving settings", re.IGNORECASE)
+# The channel's auth plugin could not get a token (expired or revoked credentials): UNAVAILABLE on the wire,
+# but retrying cannot help; errors.translate turns it into the credentials error.
+_CREDENTIALS_FAILED = "getting metadata from plugin failed"
 
 
 def _details(exc: Exception) -> str:
     return str(getattr(exc, "message", None) or exc)
+
+
+def credentials_failed(exc: Exception) -> bool:
+    """An UNAVAILABLE from the channel's credentials plugin (the token could not be refreshed), not the network."""
+    from google.api_core import exceptions as gexc
+
+    return isinstance(exc, gexc.ServiceUnavailable) and _CREDENTIALS_FAILED in _details(exc).lower()
 
 
 def _not_acted_on(exc: Exception) -> bool:
@@ -65,6 +75,8 @@ def _not_acted_on(exc: Exception) -> bool:
 def _is_transient(exc: Exception) -> bool:
     from google.api_core import exceptions as gexc
 
+    if credentials_failed(exc):
+        return False
     return isinstance(exc, gexc.ServiceUnavailable | gexc.TooManyRequests | gexc.ResourceExhausted
                       | gexc.DeadlineExceeded | gexc.InternalServerError)
 

@@ -132,6 +132,9 @@ REFUSED = ("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.
     (gexc.ServiceUnavailable("Socket closed"), True, False),
     (gexc.ServiceUnavailable("Received http2 header with status: 502 (GOAWAY)"), True, False),
     (gexc.ServiceUnavailable("The service is currently unavailable."), True, False),  # a front end's bare 503
+    # the channel's auth plugin could not refresh the token: no retry mends revoked credentials
+    (gexc.ServiceUnavailable("Getting metadata from plugin failed with error: ('invalid_grant: Token has been "
+                             "expired or revoked.', {'error': 'invalid_grant'})"), False, False),
     (gexc.DeadlineExceeded("no reply"), True, False),  # the server may have acted: a second execution, version
     (gexc.InternalServerError("oops"), True, False),
     (gexc.Aborted("etag"), False, False),
