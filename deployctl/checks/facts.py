@@ -119,6 +119,15 @@ class Facts:
     def instance(self, name: str):
         return self.memo(f"instance:{name}", lambda: self.admin.get_instance(name))
 
+    def instance_ip(self, service: str) -> str | None:
+        """The address the admin API gives the service's instance (for its ip_type); None for the connector.
+        A stored connection string is checked against this, not the config's (which may be the wrong one)."""
+        t = self.target(service)
+        if t.mode == "connector":
+            return None
+        live = self.instance(t.instance_name)
+        return live.private_ip if t.ip_type == "private" else live.public_ip
+
     def target(self, service: str):
         from deployctl import dbtarget
 
@@ -273,8 +282,8 @@ class Facts:
         logins = []
         result = self.database(service)
         via = result.get("session_via")
-        if via:
-            cand = next(c for c in self.candidates(service) if c.label == via)
+        cand = next((c for c in self.candidates(service) if c.label == via), None)
+        if cand is not None:
             logins.append((t.user, t.database, cand.password))
         for name, svc in self.ctx.config.services.items():
             db = svc.database

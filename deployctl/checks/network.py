@@ -10,21 +10,40 @@ from deployctl.checks.facts import MIGRATE_JOB, Facts
 from deployctl.errors import CloudError
 
 
+def address_problem(f: Facts, service: str) -> str | None:
+    """Why the address deployctl would build a connection string with is not the instance's (what net.private-ip
+    fails on), or None: nothing is rebuilt from the config while it says so."""
+    t = f.target(service)
+    if t.mode == "connector":
+        return None
+    try:
+        live = f.instance(t.instance_name)
+    except CloudError as e:
+        return f"the instance {t.instance_name} could not be read ({e.message})"
+    actual = f.instance_ip(service)
+    if live.state != "RUNNABLE":
+        return f"instance {t.instance_name} is {live.state}"
+    if t.configured_ip is not None and actual and t.configured_ip != actual:
+        return (f"the config says instance {t.instance_name} is at {t.configured_ip}, but its {t.ip_type} IP is "
+                f"{actual}")
+    return None
+
+
 def private_ip(f: Facts, service: str) -> Outcome:
     t = f.target(service)
     if t.mode == "connector":
         return skipped("the service connects through the Cloud SQL connector (no IP in its config)")
     live = f.instance(t.instance_name)
-    actual = live.private_ip if t.ip_type == "private" else live.public_ip
+    actual = f.instance_ip(service)
+    problem = address_problem(f, service)
     if live.state != "RUNNABLE":
-        return failed(f"instance {t.instance_name} is {live.state}", f"gcloud sql instances describe {live.name}")
-    if t.configured_ip is None:
-        return passed(f"the config leaves the IP to the admin API: {actual}")
-    if actual and t.configured_ip != actual:
-        return failed(f"the config says instance {t.instance_name} is at {t.configured_ip}, but its {t.ip_type} IP "
-                      f"is {actual}: connections go nowhere (or to another instance)",
+        return failed(problem, f"gcloud sql instances describe {live.name}")
+    if problem:
+        return failed(f"{problem}: connections go nowhere (or to another instance)",
                       f"set private_ip = \"{actual}\" in [instances.{t.instance_key}] of {f.ctx.config.path}",
                       [f"admin API: {actual}", f"config: {t.configured_ip}"])
+    if t.configured_ip is None:
+        return passed(f"the config leaves the IP to the admin API: {actual}")
     return passed(f"private IP {t.configured_ip} is the instance's")
 
 

@@ -4,8 +4,9 @@ the database accepts, compared without printing a value (fingerprints only), and
 The repair prefers what consumers actually use. When the database accepts a password that something logs in
 with (the serving revision's pinned version, the url secret the next job and deploy read, Terraform's, which
 `terraform apply` sets back), the secret follows the database: a new version of the password secret (and the
-url secret rebuilt). The database password is changed only when no known source is accepted and every one was
-tried, and the plan then says which consumers that breaks.
+url secret rebuilt when it holds another password). The database password is changed only when every known
+source was tried and each was rejected with 28P01 (a login that failed otherwise proves nothing), and the plan
+then says which consumers that breaks.
 """
 
 from __future__ import annotations
@@ -57,9 +58,12 @@ def verdict(f: Facts, service: str, result: dict) -> dict:
                 "fix": "strip-newline", "fix_args": {"secret": t.password_secret}}
     if "secret-latest-stripped" in {c.label for c in accepted}:
         what = f"{latest.source} ends with a newline; without it, it is what the database accepts"
+    from deployctl.checks.connstring import needs_rewrite
+
+    rewrite = needs_rewrite(f, service, used[0].password)
     return {"ok": False, "cause": f"{what}; the database accepts the password in {who}",
             "next_step": (f"add that password as a new version of {t.password_secret}"
-                          + (f" (and rewrite {t.url_secret})" if t.url_secret else "")
+                          + (f" (and rewrite {t.url_secret})" if rewrite else "")
                           + f": {SELF_FIX.format(service=service)}; the database stays as it is"),
             "fix": "add-secret-version", "fix_args": {"service": service, "label": used[0].label}}
 
@@ -86,6 +90,17 @@ def _none_accepted(f: Facts, service: str, cands: dict[str, Candidate], logins: 
     if role and role.get("exists") and not role.get("can_login"):
         return {"ok": False, "cause": f"role {t.user} is NOLOGIN (pg_roles, read as {role['via']})",
                 "next_step": f"ALTER ROLE {t.user} LOGIN; (as an admin)"}
+    unsure = {c.source: logins[c.label].get("code", "?") for c in tried
+              if logins[c.label].get("code") != "auth-failed"}
+    if unsure:
+        # Only 28P01 says "not this password": a login that failed otherwise (too many connections, a server
+        # restarting, a timeout, SSL) may have been the right one, so nothing is concluded and nothing changed.
+        return {"ok": False, "cause": (
+            "inconclusive: the database rejected " + (", ".join(c.source for c in tried if c.source not in unsure)
+                                                      or "none of the passwords")
+            + " (28P01), but the login with " + "; ".join(f"{s} failed for another reason ({code})"
+                                                          for s, code in unsure.items())),
+            "next_step": f"see db.login for why those logins failed, then run deployctl doctor {service} again"}
     latest = cands.get("secret-latest")
     known = ", ".join(c.source for c in cands.values())
     why = (f"the database accepts none of the known passwords ({known}): it was changed outside these sources, "

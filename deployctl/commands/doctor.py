@@ -193,15 +193,33 @@ def _fix(ctx: Context, f, reports) -> list[FixOut]:
 
 
 def _redeploy_step(f, p) -> str:
-    """A new secret version reaches the service only with a new revision: its serving revision pins versions."""
+    """A new secret version reaches the service only with a new revision, since its serving revision pins
+    versions: a redeploy is due when a pinned version (of a secret just written, or, after a password repair, of
+    the password or url secret) carries another password than the one now in use, or is a broken string."""
+    from deployctl.checks.fixes import PASSWORD_SOURCES
     from deployctl.errors import DeployctlError
 
-    if not p.service or not p.writes:
+    if not p.service or not (p.writes or p.fix in PASSWORD_SOURCES):
         return ""
     try:
-        pinned = [f"{sid} v{v}" for sid in sorted(p.writes) if (v := f.pinned_version(p.service, sid))]
+        secrets = set(p.writes)
+        if p.fix in PASSWORD_SOURCES:  # the database's password changed, or its secret did: both strings count
+            t = f.target(p.service)
+            secrets |= {t.password_secret} | ({t.url_secret} if t.url_secret else set())
+        pinned = [f"{sid} v{v}" for sid in sorted(secrets)
+                  if (v := f.pinned_version(p.service, sid)) and _pinned_differs(f, p, sid, v)]
     except DeployctlError:
         pinned = []
     if not pinned:
         return ""
     return f"deployctl deploy {p.service}: its serving revision still pins {', '.join(pinned)}"
+
+
+def _pinned_differs(f, p, secret_id: str, version: str) -> bool:
+    from deployctl.checks import connstring
+    from deployctl.checks.facts import password_in_url
+
+    text = f.secret(secret_id, version).data.decode("utf-8", "surrogateescape")
+    if secret_id == f.target(p.service).url_secret:
+        return password_in_url(text) != p.password or connstring.broken(f, p.service, text)
+    return text != p.password

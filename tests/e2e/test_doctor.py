@@ -159,6 +159,8 @@ def test_a_secret_disagrees_database_matches_terraform(cloud, cloudapi):
     code, doc, out2 = doctor(cloud, CC, "--fix", options=("--yes",))
     fixes = doc["data"]["fixes"]
     assert [f["fix"] for f in fixes] == ["add-secret-version"] and "odd one out" in fixes[0]["why"]
+    # Review 2, finding 11: the url secret already holds the password the database accepts: not rewritten
+    assert "cross-chain-database-url" not in fixes[0]["result"] and fixes[0]["next_step"] == "", fixes[0]
     c = checks(doc, CC)
     assert code == 0 and c["db.login"]["status"] == "pass" and c["dsn.login"]["status"] == "pass", out2
     out3 = migrate(cloud, CC)
@@ -203,7 +205,7 @@ def _write_url(api, url: str) -> None:
 def test_d_url_secret_without_ssl_then_fix(cloud, cloudapi):
     pw = cloudapi.store.access("cross-chain-db-password").text
     _write_url(cloudapi, f"postgresql+pg8000://cross_chain_user:{quote(pw, safe='')}@{cloudapi.ip}:5432/cross_chain"
-                         "?sslmode=disable")
+                         "?sslmode=disable&application_name=cc-app")
     code, doc, out = doctor(cloud, CC)
     c = checks(doc, CC)
     assert code == 1
@@ -212,6 +214,8 @@ def test_d_url_secret_without_ssl_then_fix(cloud, cloudapi):
     assert c["db.login"]["status"] == "pass"  # the password itself is fine
     code, doc, out2 = doctor(cloud, CC, "--fix", options=("--yes",))
     assert code == 0 and checks(doc, CC)["dsn.login"]["status"] == "pass", out2
+    # the rebuilt string keeps the parameters deployctl does not write itself
+    assert cloudapi.store.access("cross-chain-database-url").text.endswith("&application_name=cc-app")
     out3 = migrate(cloud, CC)
     assert_no_secret(cloudapi, out, out2, out3)
 
@@ -371,12 +375,19 @@ def test_h_wrong_private_ip_fails_within_its_timeout(cloud, cloudapi, tmp_path, 
     host = silent_listener
     cfg = _config_copy(tmp_path, lambda t: t.replace('ssl = "require"', f'ssl = "require"\nprivate_ip = "{host}"'))
     cli = Cli(cloud.state_dir, cfg)
+    before = cloudapi.store.access("cross-chain-database-url")
     start = time.monotonic()
-    code, doc, out = doctor(cli, CC, options=("--timeout", "2"))
+    code, doc, out = doctor(cli, CC, "--fix", options=("--timeout", "2", "--yes"))
     took = time.monotonic() - start
     c = checks(doc, CC)
     assert code == 1
     assert c["net.private-ip"]["status"] == "fail" and host in c["net.private-ip"]["cause"]
+    # Review 2, finding 1: the stored string has the instance's real address; the config is what is wrong, so
+    # --fix leaves the url secret as it is (it used to point it at the config's dead address)
+    assert c["dsn.lint"]["status"] == "pass" and c["dsn.login"]["status"] == "pass", c["dsn.lint"]
+    assert "rewrite-url" not in [f["fix"] for f in doc["data"]["fixes"]]
+    after = cloudapi.store.access("cross-chain-database-url")
+    assert (after.version, after.data) == (before.version, before.data)
     assert c["db.login"]["status"] == "fail" and "network-timeout" in " ".join(c["db.login"]["evidence"]), c["db.login"]
     assert 2 <= c["db.login"]["elapsed"] <= 2 * 4 + 2  # the probe's own timeout ran out, inside the check's
     assert took < 45
@@ -510,7 +521,9 @@ def test_l_the_database_follows_no_one_then_everyone_follows_the_database(cloud,
     fixes = doc["data"]["fixes"]
     assert [f["fix"] for f in fixes] == ["set-db-password"], out5
     assert any("this breaks" in x and "terraform apply" in x for x in fixes[0]["changes"]), fixes[0]
-    assert "added cross-chain-database-url v" in fixes[0]["result"]  # the url secret follows at once
+    # the url secret already holds the password the database is set to (p1): it is left as it is
+    assert "cross-chain-database-url" not in fixes[0]["result"], fixes[0]
+    assert fixes[0]["next_step"].startswith(f"deployctl deploy {CC}: its serving revision still pins"), fixes[0]
     c = checks(doc, CC)
     assert c["db.login"]["status"] == "pass" and c["dsn.login"]["status"] == "pass", out5
     out6 = migrate(cloud, CC)
