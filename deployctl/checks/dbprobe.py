@@ -117,6 +117,8 @@ def role_of(url: str, role: str, timeout: float) -> dict | None:
     return {"exists": True, "can_login": bool(can_login), "valid_until": valid_until, "expired": bool(expired)}
 
 
+STORED = "stored-url"  # session_via when only the stored connection string logged in
+
 # A string with raw reserved characters in its userinfo is not tried: a parser would take a piece of the
 # password for the host (and send it to DNS) or the port, and quote it in its error.
 NOT_TRIED_UNENCODED = {"ok": False, "code": "unencoded-reserved", "sqlstate": None,
@@ -134,7 +136,7 @@ def run_all(target: dict, candidates: dict[str, str], main: str | None, timeout:
             stored_url: str | None = None, tcp_result: dict | None = None) -> dict:
     """Everything doctor asks of the database, in one go: TCP, each candidate's login, the stored connection
     string as the service would use it, and the session facts through the `main` candidate (the one the
-    service uses) or the first accepted one."""
+    service uses), the first accepted one, or else the stored string when it logs in."""
     result: dict = {"tcp": tcp_result or tcp(target["host"], target["port"], timeout)}
     if not result["tcp"]["ok"]:
         return result
@@ -155,4 +157,8 @@ def run_all(target: dict, candidates: dict[str, str], main: str | None, timeout:
     if use:
         result["session_via"] = use
         result["session"] = session(url_for(password=candidates[use], timeout=timeout, **target), timeout)
+    elif stored_url is not None and result.get("stored_url", {}).get("ok"):
+        # the credential migrate uses (dbtarget.credential): its revision is what migrate reads too
+        result["session_via"] = STORED
+        result["session"] = session(stored_url, timeout)
     return result

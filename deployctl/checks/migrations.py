@@ -47,7 +47,7 @@ def current(f: Facts, service: str) -> Outcome:
     result = f.database(service)
     session = result.get("session") if result["tcp"]["ok"] else None
     if not session or "error" in session:
-        return skipped("no working login to read alembic_version")
+        return skipped("no working login to read alembic_version (see db.login and dsn.login)")
     at = session.get("alembic")
     head = found[0] if found and len(found) == 1 else None
     if not at:

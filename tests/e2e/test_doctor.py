@@ -155,6 +155,8 @@ def test_a_secret_disagrees_database_matches_terraform(cloud, cloudapi):
     assert "Secret Manager's latest version of cross-chain-db-password (v" in cause
     assert "is not what the database accepts; the database accepts the password in Terraform state" in cause
     assert c["db.login"]["status"] == "fail"
+    # review 2 (low): the revision is read over a login that works (Terraform's password), as migrate reads it
+    assert c["migrations.current"]["status"] == "pass", c["migrations.current"]
     assert any("fp:" in e for e in c["db.passwords"]["evidence"])
     code, doc, out2 = doctor(cloud, CC, "--fix", options=("--yes",))
     fixes = doc["data"]["fixes"]
