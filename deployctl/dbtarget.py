@@ -185,6 +185,11 @@ def build_dsn(target: DatabaseTarget, password: str, *, driver: str | None = Non
     built = dsn.build(driver=driver or target.driver, user=target.user, password=password,
                       database=target.database, host=target.host, port=target.port, sslmode=target.ssl,
                       sslrootcert=target.server_ca_here)
+    if here and built.driver == "asyncpg" and target.server_ca_here:
+        # deployctl's own logins (migrate status, the local runner) read an asyncpg URL through pg8000, which
+        # takes the CA from the URL; asyncpg itself would take PGSSLROOTCERT (dsn.build's note)
+        url = f"{built.url}&sslrootcert={quote(target.server_ca_here, safe='/')}"
+        return dataclasses.replace(built, url=url, masked=dsn.mask(url))
     if here or target.server_ca == target.server_ca_here:
         return built
     # The driver arguments need the CA file here; the stored string names it as configured.

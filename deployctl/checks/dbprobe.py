@@ -10,11 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 
 def url_for(*, host: str, port: int, database: str, user: str, password: str, sslmode: str,
-            timeout: float) -> str:
+            timeout: float, sslrootcert: str | None = None) -> str:
+    """A probe's pg8000 URL; `sslrootcert` is the instance's server CA here (verify-ca / verify-full need it)."""
     from deployctl import runtime
 
+    query = {"sslmode": sslmode, "connect_timeout": str(max(1, int(timeout)))}
+    if sslrootcert:
+        query["sslrootcert"] = sslrootcert
     return runtime.compose_url(driver="pg8000", user=user, password=password, database=database, host=host,
-                               port=port, query={"sslmode": sslmode, "connect_timeout": str(max(1, int(timeout)))})
+                               port=port, query=query)
 
 
 def tcp(host: str, port: int, timeout: float) -> dict:
@@ -28,10 +32,10 @@ def tcp(host: str, port: int, timeout: float) -> dict:
         return {"ok": False, "elapsed": time.monotonic() - start, "error": kind}
 
 
-def login(url: str, timeout: float) -> dict:
+def login(url: str, timeout: float, sslrootcert: str | None = None) -> dict:
     from deployctl.db.connect import probe
 
-    r = probe(url, timeout=timeout)
+    r = probe(url, timeout=timeout, sslrootcert=sslrootcert)
     out = {"ok": r.ok, "elapsed": round(r.elapsed, 3), "sqlstate": r.sqlstate}
     if r.diagnosis:
         d = r.diagnosis
@@ -58,14 +62,14 @@ SESSION_SQL = {
 }
 
 
-def session(url: str, timeout: float) -> dict:
+def session(url: str, timeout: float, sslrootcert: str | None = None) -> dict:
     """What a working login can tell: SSL in use, CREATE on schema public, its role, the Alembic revision."""
     from deployctl.db.connect import connect
     from deployctl.db.sqlstate import classify
 
     out: dict = {}
     try:
-        conn = connect(url, timeout=timeout, application_name="deployctl-doctor")
+        conn = connect(url, timeout=timeout, application_name="deployctl-doctor", sslrootcert=sslrootcert)
     except Exception as e:  # noqa: BLE001
         d = classify(e)
         return {"error": {"code": d.code, "cause": d.cause, "hint": d.hint}}
@@ -144,7 +148,8 @@ def run_all(target: dict, candidates: dict[str, str], main: str | None, timeout:
         result["stored_url"] = NOT_TRIED_UNENCODED
         stored_url = None
     with ThreadPoolExecutor(max_workers=1) as pool:  # the stored string logs in while the candidates do
-        stored = pool.submit(login, stored_url, timeout) if stored_url is not None else None
+        here_ca = target.get("sslrootcert")  # for a stored string naming the CA as the image does, or not at all
+        stored = pool.submit(login, stored_url, timeout, here_ca) if stored_url is not None else None
         result["logins"] = logins(target, candidates, timeout)
         if stored is not None:
             try:
@@ -160,5 +165,5 @@ def run_all(target: dict, candidates: dict[str, str], main: str | None, timeout:
     elif stored_url is not None and result.get("stored_url", {}).get("ok"):
         # the credential migrate uses (dbtarget.credential): its revision is what migrate reads too
         result["session_via"] = STORED
-        result["session"] = session(stored_url, timeout)
+        result["session"] = session(stored_url, timeout, target.get("sslrootcert"))
     return result

@@ -296,7 +296,7 @@ class Facts:
             logins.append((db.user, db.name, pw))
         for user, database, password in logins:
             url = dbprobe.url_for(host=t.host, port=t.port, database=database, user=user, password=password,
-                                  sslmode=t.ssl, timeout=self.probe_timeout)
+                                  sslmode=t.ssl, timeout=self.probe_timeout, sslrootcert=t.server_ca_here)
             row = dbprobe.role_of(url, t.user, self.probe_timeout)
             if row is not None:
                 return {**row, "via": user}
@@ -341,7 +341,8 @@ class Facts:
         reach = self.tcp(service)
         if not reach["ok"]:
             return {"tcp": reach}
-        target = {"host": t.host, "port": t.port, "database": t.database, "user": t.user, "sslmode": t.ssl}
+        target = {"host": t.host, "port": t.port, "database": t.database, "user": t.user, "sslmode": t.ssl,
+                  "sslrootcert": t.server_ca_here}
         return dbprobe.run_all(target, {c.label: c.password for c in cands}, "secret-latest",
                                self.probe_timeout, stored_url=stored, tcp_result=reach)
 

@@ -261,7 +261,7 @@ def _grant_public(f: Facts, service: str, **_) -> Plan | None:
         from deployctl.errors import DatabaseError
 
         url = url_for(host=t.host, port=t.port, database=t.database, user=t.user, password=latest.password,
-                      sslmode=t.ssl, timeout=f.probe_timeout)
+                      sslmode=t.ssl, timeout=f.probe_timeout, sslrootcert=t.server_ca_here)
         try:
             conn = connect(url, timeout=f.probe_timeout)
             try:

@@ -43,6 +43,8 @@ def run(f, service: str, t, candidates) -> dict:
         secrets["DEPLOYCTL_PROBE_URL"] = f"{t.url_secret}:latest"
     args = ["--host", t.host, "--port", str(t.port), "--database", t.database, "--user", t.user,
             "--sslmode", t.ssl, "--timeout", f"{f.probe_timeout:g}"]
+    if t.server_ca:
+        args += ["--sslrootcert", t.server_ca]  # as configured: relative to the image's WORKDIR, the project root
     spec = ContainerSpec(image=image, command=["python", "-m", "deployctl.checks.vpcprobe"], args=args,
                          secrets=secrets, vpc_connector=ctx.config.vpc_connector_for(service),
                          egress=ctx.config.network.egress, labels={"managed-by": "deployctl", "purpose": "doctor"},

@@ -2,6 +2,7 @@
 service's own image:
 
     python -m deployctl.checks.vpcprobe --host 10.20.0.3 --port 5432 --database db --user u --sslmode require
+        [--sslrootcert certs/server-ca.pem]
 
 Candidate passwords arrive as secret-backed environment variables DEPLOYCTL_PROBE_PW_<LABEL> (never plain env),
 or DEPLOYCTL_PROBE_URLPW_<LABEL> for a connection string whose password is the candidate; the stored connection
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--port", type=int, default=5432)
     p.add_argument("--sslmode", default="require")
+    p.add_argument("--sslrootcert", default=None)
     p.add_argument("--timeout", type=float, default=5.0)
     p.add_argument("--main", default="secret-latest")
     a = p.parse_args(argv)
@@ -60,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         from deployctl.dbtarget import register_url
 
         register_url(stored)  # with the pieces a parser may cut a mis-encoded password into
-    target = {"host": a.host, "port": a.port, "database": a.database, "user": a.user, "sslmode": a.sslmode}
+    target = {"host": a.host, "port": a.port, "database": a.database, "user": a.user, "sslmode": a.sslmode,
+              "sslrootcert": a.sslrootcert}
     result = dbprobe.run_all(target, candidates, a.main, a.timeout, stored_url=stored)
     print(MARKER + redact.redact(json.dumps(result)), flush=True)
     return 0

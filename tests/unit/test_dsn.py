@@ -332,3 +332,23 @@ def test_a_probe_of_a_string_sqlalchemy_cannot_parse_withholds_its_message():
     r = probe(f"postgresql+pg8000://cross_chain_user:ab@cd:ef gh#ij/kl@{HOST}:5432/cross_chain", timeout=1)
     assert not r.ok and r.diagnosis.code == "unparseable"
     assert "ef gh" not in r.diagnosis.cause + r.diagnosis.hint and "dsn.lint" in r.diagnosis.hint
+
+
+def test_our_own_asyncpg_login_names_the_server_ca_here(tmp_path):
+    """Review 2, finding 4: migrate's asyncpg credential (here=True) carries the CA, which the pg8000 path that
+    deployctl reads it through (migrate_env._sync_url, runtime.engine_args) verifies with."""
+    from deployctl import dbtarget, migrate_env
+    from deployctl.emulator import certs
+
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(certs.make_ca().cert_pem)
+    t = dbtarget.DatabaseTarget(
+        service="s", instance_key="core", instance_name="core-pg", connection_name="p:r:core-pg", host=HOST,
+        configured_ip=HOST, port=5432, database="db", user="u", password_secret="pw", url_secret=None,
+        ssl="verify-ca", driver="asyncpg", mode="direct", ip_type="private", iam_auth=False,
+        server_ca="certs/ca.pem", server_ca_here=str(ca))
+    here = dbtarget.build_dsn(t, "pw12", here=True).url
+    assert f"sslrootcert={ca}" in here and "ssl=verify-ca" in here
+    _, args = runtime.engine_args(migrate_env._sync_url(here))
+    assert args["ssl_context"].verify_mode == ssl.CERT_REQUIRED and args["ssl_context"].get_ca_certs()
+    assert "sslrootcert" not in dbtarget.build_dsn(t, "pw12").url  # the stored one: asyncpg takes no such key

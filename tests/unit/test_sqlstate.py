@@ -203,3 +203,21 @@ def test_statement_timeout_via_sqlalchemy(pg_cluster, login):
     finally:
         engine.dispose()
     assert sqlstate_of(err.value) == "57014" and classify(err.value).code == "statement-timeout"
+
+
+def test_doctors_logins_carry_the_server_ca_for_verify_modes(pg_cluster, login):
+    """Review 2, finding 4: doctor's probes (candidates, the stored string, the session) verify the server with
+    the instance's CA; an asyncpg string's ssl= is translated for the pg8000 probe, not dropped to 'prefer'."""
+    from deployctl.checks import dbprobe
+
+    db, user, pw = login
+    ca = str(pg_cluster.data_dir / "root.crt")
+    target = {"host": pg_cluster.host, "port": pg_cluster.port, "database": db, "user": user,
+              "sslmode": "verify-ca", "sslrootcert": ca}
+    stored = dsn.build(driver="asyncpg", user=user, password=pw, database=db, host=pg_cluster.host,
+                       sslmode="verify-ca").url  # asyncpg's URL names no CA (PGSSLROOTCERT does, in the image)
+    kwargs, _ = connect._kwargs(stored, 5)
+    assert kwargs["ssl_context"].verify_mode == ssl.CERT_REQUIRED  # was None: unverified, plaintext fallback
+    r = dbprobe.run_all(target, {"secret-latest": pw}, "secret-latest", 5, stored_url=stored)
+    assert r["logins"]["secret-latest"]["ok"] and r["stored_url"]["ok"], r
+    assert r["session"]["ssl"] and "error" not in r["session"]
