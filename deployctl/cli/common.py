@@ -7,11 +7,15 @@ import importlib
 import logging
 import os
 import secrets
+import signal
 import stat
 import sys
 import tempfile
+import threading
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -88,14 +92,17 @@ def execute(ctx: typer.Context, fn: Command, *args, schema: str = "error", **kwa
     """Run a command function, render its result, and exit with its code. The one place errors are caught."""
     st = state(ctx)
     code = run(st, fn, *args, schema=schema, **kwargs)
+    if code == ExitCode.INTERRUPTED and _cli_process():
+        _end_process(code, st)  # the report is out: no worker still inside a cloud call or a DB connect holds us
     raise typer.Exit(int(code))
 
 
 def run(st: State, fn: Command, *args, schema: str = "error", **kwargs) -> ExitCode:
-    try:
-        return _run(st, fn, *args, schema=schema, **kwargs)
-    finally:
-        _retry_summary(st)
+    with _ctrl_c_ends_promptly(st, schema):
+        try:
+            return _run(st, fn, *args, schema=schema, **kwargs)
+        finally:
+            _retry_summary(st)
 
 
 def _run(st: State, fn: Command, *args, schema: str = "error", **kwargs) -> ExitCode:
@@ -111,8 +118,9 @@ def _run(st: State, fn: Command, *args, schema: str = "error", **kwargs) -> Exit
         from deployctl import interrupt
 
         interrupt.request()  # any worker still running stops at its next wait
-        st.renderer.error(Interrupted(interrupt.describe(e), hint="run the same command again to finish the job"),
-                          schema=schema)
+        if _stopping.armed:
+            _stopping.reporting.acquire()  # never released: the process ends after this report (or the watchdog's)
+        st.renderer.error(Interrupted(interrupt.describe(e), hint=_AGAIN), schema=schema)
         return ExitCode.INTERRUPTED
     except Exception:
         path = write_crash_log(st.context)
@@ -120,6 +128,97 @@ def _run(st: State, fn: Command, *args, schema: str = "error", **kwargs) -> Exit
             st.renderer.note(redact.redact(traceback.format_exc()), "dim")
         st.renderer.unexpected(path)
         return ExitCode.FAILED
+
+
+_AGAIN = "run the same command again to finish the job"
+
+
+class _Stopping:
+    """The state of a Ctrl-C in the CLI's own process (see _ctrl_c_ends_promptly)."""
+
+    GRACE = 3.0  # seconds from Ctrl-C to the watchdog; reporting takes 0.1-1.5 s (cancelling a job execution)
+
+    def __init__(self) -> None:
+        self.armed = False  # our SIGINT handler is installed
+        self.sigints = 0
+        self.reporting = threading.Lock()  # held by whoever prints the interruption
+
+
+_stopping = _Stopping()
+
+
+def _cli_process() -> bool:
+    """This process is deployctl itself (its console script or `python -m deployctl`), not a test runner or a
+    program running commands in-process: only then may an interrupt end the process at once."""
+    entry = getattr(sys.modules.get("deployctl.cli.main"), "main", None)
+    return entry is not None and getattr(sys.modules.get("__main__"), "main", None) is entry
+
+
+@contextmanager
+def _ctrl_c_ends_promptly(st: State, schema: str) -> Iterator[None]:
+    """Ctrl-C stops the command within about 2 s, whatever its threads are doing.
+
+    SIGINT still raises KeyboardInterrupt in the main thread, so the command unwinds and reports what was done and
+    what was not; it also asks every worker to stop at its next wait at once (interrupt.request). After the report
+    the process ends with os._exit (execute): Python would otherwise join every pool thread still inside a cloud
+    attempt (up to 10 s) or a database connect before exiting. File locks are flock locks, released by the kernel;
+    the local cloud's emulator runs in its own session and is meant to outlive us. If the main thread itself is
+    held (joining a pool that waits for its workers), a watchdog prints the interruption and ends the process
+    GRACE seconds after Ctrl-C; a second Ctrl-C ends it at once.
+    """
+    if (not _cli_process() or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield  # in-process (tests), or SIGINT ignored (a background job): leave SIGINT as it is
+        return
+
+    def on_sigint(signum, frame) -> None:
+        from deployctl import interrupt
+
+        _stopping.sigints += 1
+        if _stopping.sigints > 1:
+            _end_process(ExitCode.INTERRUPTED, st, note="interrupted again: stopping now")
+        interrupt.request()
+        threading.Thread(target=_watchdog, args=(st, schema), name="deployctl-ctrl-c", daemon=True).start()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    _stopping.armed = True
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _stopping.armed = False
+
+
+def _watchdog(st: State, schema: str) -> None:
+    from deployctl import interrupt
+
+    time.sleep(_Stopping.GRACE)
+    if not _stopping.reporting.acquire(timeout=1.0):  # the main thread's report is being printed: give it a second
+        _end_process(ExitCode.INTERRUPTED)
+    try:
+        live = getattr(st.renderer, "_live", None)  # a terminal's live progress: stop it, giving the cursor back
+        if live is not None:
+            live.stop()
+        message = interrupt.describe(interrupt.Cancelled()) + "\n  stopped without waiting for the work in progress"
+        st.renderer.error(Interrupted(message, hint=_AGAIN), schema=schema)
+    finally:
+        _end_process(ExitCode.INTERRUPTED, st)
+
+
+def _end_process(code: int, st: State | None = None, note: str | None = None) -> None:
+    """Flush what was printed and end the process now, without joining threads that are still in a call."""
+    try:
+        if note:
+            sys.stderr.write(note + "\n")
+        if st is not None:
+            st.renderer.flush()
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001, S110 - a closed pipe must not keep the process alive
+        pass
+    os._exit(int(code))
 
 
 def _retry_summary(st: State) -> None:

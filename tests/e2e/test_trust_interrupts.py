@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from deployctl.migrate_env import advisory_lock_key
 from .conftest import ROOT, Cli
 from .test_deploy_cli import GATE, cli_for, service
 from .test_migrate_cli import FIAT_HEAD, db, status_of
+from .test_trust_deadlines import SilentListener, dead_cli
 
 STOP_WITHIN = 2.0  # what the commands promise, and about what they take here on a quiet machine (0.1-0.6 s)
 # On a loaded 2-core CI machine a Python process's own exit (threads, the interpreter's teardown) can take a
@@ -57,9 +60,12 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def interrupt_when(cli: Cli, argv: list[str], marker: str, tmp_path: Path, *, wait: float = 90) -> tuple[int, str]:
-    """Run the CLI, send SIGINT once `marker` shows on its stderr; returns (exit code, stderr)."""
+def interrupt_when(cli: Cli, argv: list[str], marker: str | Callable[[], bool], tmp_path: Path, *,
+                   wait: float = 90) -> tuple[int, str]:
+    """Run the CLI, send SIGINT once `marker` shows on its stderr (or, a callable, once it returns True); returns
+    (exit code, stderr)."""
     err_path = tmp_path / "stderr.txt"
+    ready = marker if callable(marker) else lambda: marker in err_path.read_text()
     with err_path.open("w") as err:
         # As a terminal's foreground job: SIGINT at its default. A test run started in the background (`&`)
         # ignores SIGINT, and a child inherits that (Python then never raises KeyboardInterrupt).
@@ -68,7 +74,7 @@ def interrupt_when(cli: Cli, argv: list[str], marker: str, tmp_path: Path, *, wa
                                 start_new_session=True, preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + wait
-        while marker not in err_path.read_text():
+        while not ready():
             assert proc.poll() is None, f"exited before {marker!r}: {err_path.read_text()}"
             assert time.monotonic() < deadline, err_path.read_text()
             time.sleep(0.05)
@@ -172,3 +178,34 @@ def test_migrate_interrupted_while_waiting_for_the_lock_then_finished(cloud, tmp
     again = cloud("migrate", "fiat-gateway", "--runner", runner)  # a run takes the lock even at head
     assert again.code == 0, again.output
     assert status_of(cloud, "fiat-gateway")["current"] == [FIAT_HEAD]
+
+
+def test_interrupted_while_calls_get_no_answer(tmp_path):
+    """Ctrl-C while worker threads are inside cloud calls that never answer (DEPLOYCTL_EMULATOR_HOST is a listener
+    that accepts and never replies; each attempt would wait 10 s): deploy, migrate and status still end promptly
+    with exit 130 and the report, instead of waiting for their threads (7-28 s seen)."""
+    commands = [["deploy", "--all"], ["migrate", "fiat-gateway"], ["status"]]
+    listeners = [SilentListener() for _ in commands]
+
+    def one(argv: list[str], listener: SilentListener) -> tuple[int, str]:
+        where = tmp_path / argv[0]
+        where.mkdir()
+        connected: list[float] = []
+
+        def in_a_call() -> bool:  # the command is in its cloud calls for a second: its threads are busy there
+            if listener.conns and not connected:
+                connected.append(time.monotonic())
+            return bool(connected) and time.monotonic() - connected[0] > 1.0
+
+        return interrupt_when(dead_cli(where, listener.port), argv, in_a_call, where, wait=60)
+
+    try:
+        with ThreadPoolExecutor(len(commands)) as pool:
+            runs = list(pool.map(one, commands, listeners))
+    finally:
+        for listener in listeners:
+            listener.close()
+    for argv, (code, err) in zip(commands, runs, strict=True):
+        assert code == 130, (argv, err)
+        assert "interrupted" in err and "run the same command again" in err, (argv, err)
+        assert "Traceback" not in err and "Exception ignored" not in err, (argv, err)
