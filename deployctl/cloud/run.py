@@ -155,14 +155,16 @@ class RunServices:
             pager = self.clients.services.list_services(parent=self.parent, **self.clients.policy.call())
             return [to_service(s) for s in pager]
 
-    def deploy(self, service_id: str, spec: ContainerSpec, *, etag: str | None = None,
+    def deploy(self, service_id: str, spec: ContainerSpec, *, etag: str | None = None, create: bool = False,
                traffic: list[TrafficTarget] | None = None, on_progress: Callable[[Service], None] | None = None,
                deadline: float | None = None, annotations: dict[str, str] | None = None) -> Service:
         """Create the service or roll out a new revision of it; returns once the revision is Ready.
 
         A revision that fails its startup probe raises CloudError(code="revision-failed"); traffic then stays
-        on the previous revision. With `etag`, a service changed since it was read raises Conflict. The service's
-        annotations are kept (an update replaces the whole service), with `annotations` merged over them.
+        on the previous revision. The caller says what it planned against: `create=True` (it found no service)
+        always creates, so a service someone created meanwhile is AlreadyExists; `etag` updates only the service
+        as it was read (else Conflict). With neither, whatever is there is updated. The service's annotations
+        are kept (an update replaces the whole service), with `annotations` merged over them.
         """
         from google.cloud.run_v2 import types as t
 
@@ -172,7 +174,10 @@ class RunServices:
         svc = t.Service(name=name, template=template_message(spec), labels=dict(spec.labels),
                         ingress=INGRESS[spec.ingress],
                         traffic=[target_message(x) for x in (traffic or [TrafficTarget(percent=100)])])
-        current = self.find(service_id)
+        current = None if create else self.find(service_id)
+        if current is None and etag:
+            raise errors.Conflict(f"service {service_id} was deleted since it was read",
+                                  hint="check what is deployed with `deployctl status`, then deploy again")
         merged = {**(current.annotations if current else {}), **(annotations or {})}
         svc.annotations = {k: v for k, v in merged.items() if v}
         policy = self.clients.policy
@@ -184,25 +189,43 @@ class RunServices:
             else:
                 svc.etag = etag or ""
                 op = self.clients.services.update_service(service=svc, **policy.call(mutation=True))
-        return self._finish(op, name, on_progress, deadline)
+        return self._finish(op, name, on_progress, deadline, starting=[spec.revision] if spec.revision else [])
 
     def set_traffic(self, service_id: str, targets: list[TrafficTarget], *, etag: str | None = None,
                     deadline: float | None = None, annotations: dict[str, str] | None = None) -> Service:
         """Route traffic (e.g. a rollback to a retained revision) without a new revision; `annotations` are
-        merged into the service's in the same update (an empty value removes a key)."""
+        merged into the service's in the same update (an empty value removes a key). A retained revision that was
+        scaled to zero starts again first; one that cannot start raises CloudError(code="revision-failed")."""
+        return self._update(service_id, targets, annotations, etag=etag, deadline=deadline)
+
+    def annotate(self, service_id: str, annotations: dict[str, str], *, etag: str | None = None,
+                 deadline: float | None = None) -> Service:
+        """Merge `annotations` into the service's (an empty value removes a key), its traffic and template as
+        they are (e.g. deployctl's history, once the traffic change it records has succeeded)."""
+        return self._update(service_id, None, annotations, etag=etag, deadline=deadline)
+
+    def _update(self, service_id: str, targets: list[TrafficTarget] | None, annotations: dict[str, str] | None,
+                *, etag: str | None, deadline: float | None) -> Service:
         name = self.service_name(service_id)
         with translated(name, permission="run.services.update"):
             msg = self.clients.services.get_service(name=name, **self.clients.policy.call())
-            msg.traffic = [target_message(x) for x in targets]
+            if targets is not None:
+                msg.traffic = [target_message(x) for x in targets]
             if annotations:
                 merged = {**dict(msg.annotations), **annotations}
                 msg.annotations = {k: v for k, v in merged.items() if v}
             if etag:
                 msg.etag = etag
             op = self.clients.services.update_service(service=msg, **self.clients.policy.call(mutation=True))
-        return self._finish(op, name, None, deadline)
+        starting = [x.revision for x in targets or [] if x.revision and (x.percent or x.tag)]
+        return self._finish(op, name, None, deadline, starting=starting, cold_start=True)
 
-    def _finish(self, op, name: str, on_progress, deadline) -> Service:
+    def _finish(self, op, name: str, on_progress, deadline, *, starting: list[str] | None = None,
+                cold_start: bool = False) -> Service:
+        """Wait for a rollout. When it fails, the revision named is the one that did not start: one of
+        `starting` (what the change asked to run: a new revision, or retained ones started again for traffic,
+        `cold_start`) that is not Ready, else the latest created; where the traffic stayed comes from a fresh
+        read of the service."""
         from google.api_core import exceptions as gexc
 
         with translated(name, permission="run.operations.get"):
@@ -210,23 +233,32 @@ class RunServices:
                 return to_service(wait_operation(self.clients, op, on_progress=on_progress,
                                                  deadline=deadline, convert=to_service))
             except gexc.FailedPrecondition:
-                pass  # the revision failed: say which one, and where traffic stayed
+                failed = self._failed_revision(short_name(name), starting or [])
             except gexc.InternalServerError:
                 # Real Cloud Run has also answered "Revision ... is not ready and cannot serve traffic" with
-                # INTERNAL (13): that is the same failed rollout when the latest revision is not Ready.
-                if not self._latest_failed(short_name(name)):
+                # INTERNAL (13): that is the same failed rollout when a revision it started is not Ready.
+                failed = self._failed_revision(short_name(name), starting or [])
+                if failed is None:
                     raise
         svc = self.get(short_name(name))
+        rev_id = failed.id if failed else svc.latest_created
+        reason = (failed.ready_message if failed else "") or svc.ready_message
+        what = f"revision {rev_id} could not start" if cold_start else \
+            f"the new revision {rev_id} did not become ready"
         raise errors.CloudError(
-            f"service {svc.id}: the new revision {svc.latest_created} did not become ready; traffic stays on "
-            f"{', '.join(svc.serving) or 'no revision'}. {svc.ready_message}",
-            hint=f"read its log lines (shown above, or in Cloud Logging for revision {svc.latest_created}), fix "
-                 "the cause and deploy again",
-            code="revision-failed", details={"service": svc.name, "revision": svc.latest_created})
+            f"service {svc.id}: {what}; traffic stays on {', '.join(svc.serving) or 'no revision'}. {reason}",
+            hint=f"read its log lines ({'' if cold_start else 'shown above, or '}in Cloud Logging for revision "
+                 f"{rev_id}), fix the cause and deploy again",
+            code="revision-failed", details={"service": svc.name, "revision": rev_id})
 
-    def _latest_failed(self, service_id: str) -> bool:
-        svc = self.get(service_id)
-        return bool(svc.latest_created) and not self.revision(service_id, svc.latest_created).ready
+    def _failed_revision(self, service_id: str, starting: list[str]) -> Revision | None:
+        """The first of `starting` (else the latest created revision) that is not Ready, or None."""
+        for rev_id in starting or [self.get(service_id).latest_created]:
+            if rev_id:
+                rev = self.revision(service_id, rev_id)
+                if not rev.ready:
+                    return rev
+        return None
 
     def delete(self, service_id: str, *, deadline: float | None = None) -> None:
         name = self.service_name(service_id)

@@ -92,8 +92,10 @@ def gate(base_url: str, paths: list[str], *, successes: int = DEFAULT_SUCCESSES,
                     streak[path] += 1
                     continue
                 streak[path] = 0
-                # A probe the deadline cut short says nothing about the revision: keep its real last answer.
-                if not (result.status is None and budget < PROBE_TIMEOUT and last_failure is not None):
+                # A probe the deadline cut short (a timeout within less than the full probe time) says nothing
+                # about the revision: keep its real last answer. Any other failure, a refused connection of a
+                # revision that just crashed included, is the newest news and replaces it.
+                if not (result.error == "timeout" and budget < PROBE_TIMEOUT and last_failure is not None):
                     last_failure = result
             elapsed = time.monotonic() - started
             if all(n >= successes for n in streak.values()):

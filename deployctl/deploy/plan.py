@@ -7,7 +7,8 @@ gate (history.py), and its database is at head. Otherwise the plan says how it g
 - a new revision (the config differs from every retained revision, or none is Ready);
 - traffic to a retained revision that already runs the desired config (no duplicate revision), gated first;
 - a gate of the serving revision that never passed one (a failed first create, a service deployed before
-  deployctl kept that history);
+  deployctl kept that history), or whose service is left untidy (a leftover tag from a failed rollout, or not
+  Ready though what serves is): all traffic to it again, which clears both;
 - the pending migrations alone (the serving revision already runs the config).
 
 Moving traffic back to a revision that was rolled back or failed verify is refused (`blocked`) unless forced.
@@ -116,6 +117,10 @@ def plan(desired: DesiredService, live: Live | None, migrations: MigrationStatus
         ready = live.revisions[main].ready
         split = len(svc.serving) > 1
         if ready and history.passed_gate(svc, main) and not split:
+            if untidy := _untidy(svc):
+                return _guarded(ServicePlan(desired.name, UPDATE, target=main, **common,
+                                            reason=f"{main} already runs this config, but {untidy}: all traffic "
+                                                   f"to {main} again, after its health gate"), svc, force)
             if migrate:
                 return ServicePlan(desired.name, UPDATE, reason=f"{main} already runs this config; migrations only",
                                    **common)
@@ -132,6 +137,14 @@ def plan(desired: DesiredService, live: Live | None, migrations: MigrationStatus
                                     reason=f"traffic → {retained}: a retained revision already runs this config "
                                            "(no new revision)"), svc, force)
     return ServicePlan(desired.name, UPDATE, changes, new_revision=True, **common)
+
+
+def _untidy(svc: Service) -> str:
+    """What a failed rollout can leave behind on a service whose serving revision is fine ("" when nothing)."""
+    tags = [f"{t.tag} ({t.revision})" for t in svc.traffic if t.tag and not t.percent]
+    if tags:
+        return f"traffic still carries the tag {', '.join(tags)}"
+    return "" if svc.ready else "the service is not Ready"
 
 
 def _retained_match(desired: DesiredService, live: Live, *, exclude: str | None) -> str | None:

@@ -1,7 +1,8 @@
 """One service's rollout, as its plan says: migrate, then either create the new revision with no traffic under a
 "candidate" tag or tag the retained revision the plan moves traffic to, gate it on its health paths through the
 tag's own URL, and only then move all traffic to it, recording in the service that this revision passed the gate
-(history.py). A failed gate leaves traffic where it was; a failed revision's last log lines are shown, masked.
+(history.py). A failed gate leaves traffic where it was (the candidate tag dropped again, so the service is Ready
+and the failed revision is not kept running for it); a failed revision's last log lines are shown, masked.
 schedule.py runs the rollouts of a deploy (concurrently, `depends_on` first).
 """
 
@@ -36,6 +37,8 @@ class Options:
     force: bool = False  # move traffic to a rolled-back / verify-failed revision when the plan would
     # deploy --verify: runs once the rollouts of a wave have moved traffic; updates their outcomes in place.
     verify: Callable[[Context, list[Outcome]], None] | None = None
+    # service -> the revision whose traffic shift has been sent (an interrupt after that may have moved it)
+    shifting: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -54,6 +57,8 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     verify: str = ""  # deploy --verify: what the checks said about this service
     verify_failed: bool = False
+    etag: str = ""  # of the service as this run left it (moving traffic back is guarded by it)
+    generation: int = 0
 
     @property
     def moved_traffic(self) -> bool:
@@ -112,20 +117,27 @@ def rollout(ctx: Context, prep: Prepared, opts: Options, preparer: Preparer) -> 
         try:
             # The etag we planned against: if another deploy changed the service since, Cloud Run answers
             # ABORTED (a Conflict) instead of silently replacing that deploy's revision and traffic.
+            # A planned create always creates: a service someone created since is a Conflict, never replaced.
             with _conflicts_explained(name):
                 svc = run.deploy(name, replace(want.spec, revision=rev_id), traffic=previous + [candidate],
-                                 etag=live.etag if live else None, deadline=deadline)
+                                 etag=live.etag if live else None, create=live is None, deadline=deadline)
         except errors.CloudError as e:
             if e.code != "revision-failed":
                 raise
-            return _failed(ctx, out, rev_id, f"revision {rev_id} did not start", None, want.spec, live is None)
+            return _failed(ctx, run, out, rev_id, f"revision {rev_id} did not start", None, want.spec, live is None)
     elif p.target:
         rev_id = p.target
         ctx.progress(name, f"gating retained revision {rev_id} (no new revision; serving stays on "
                            f"{', '.join(out.previous) or 'nothing'} until it passes)")
-        with _conflicts_explained(name):
-            candidate = TrafficTarget(percent=0 if previous else 100, revision=rev_id, tag=CANDIDATE_TAG)
-            svc = run.set_traffic(name, previous + [candidate], etag=live.etag, deadline=deadline)
+        try:
+            with _conflicts_explained(name):
+                candidate = TrafficTarget(percent=0 if previous else 100, revision=rev_id, tag=CANDIDATE_TAG)
+                svc = run.set_traffic(name, previous + [candidate], etag=live.etag, deadline=deadline)
+        except errors.CloudError as e:  # scaled to zero, it starts again first: that can fail
+            if e.code != "revision-failed":
+                raise
+            return _failed(ctx, run, out, rev_id, f"retained revision {rev_id} could not start", None,
+                           prep.live.spec_of(rev_id) if prep.live else None, False)
     else:  # migrations only: the serving revision already runs this config and passed its gate
         ctx.progress(name, f"serving {p.serving} unchanged (it already runs this config)", "ok")
         return replace(out, status=DEPLOYED, revision=p.serving, url=live.uri if live else None)
@@ -138,12 +150,31 @@ def rollout(ctx: Context, prep: Prepared, opts: Options, preparer: Preparer) -> 
                        f"within {opts.gate_deadline:g}s", detail=True)
     result = gate_mod.gate(url, want.health, successes=opts.successes, deadline=opts.gate_deadline)
     if not result.passed:
-        return _failed(ctx, out, rev_id, f"health gate failed after {result.elapsed:.1f}s", result.failure,
+        return _failed(ctx, run, out, rev_id, f"health gate failed after {result.elapsed:.1f}s", result.failure,
                        want.spec, live is None)
     ctx.progress(name, f"health gate passed ({result.elapsed:.1f}s)", "ok")
-    svc = _shift_traffic(run, name, rev_id, svc, deadline)
+    opts.shifting[name] = rev_id  # from here, an interrupt or a timeout may land after the shift was accepted
+    try:
+        svc = _shift_traffic(run, name, rev_id, svc, deadline)
+    except errors.CloudError as e:
+        if not (isinstance(e, errors.Unreachable) or e.code == "timeout"):
+            raise  # an answer that refused the change (a conflict, a permission): nothing moved
+        return _unconfirmed(ctx, run, out, rev_id, e)
     ctx.progress(name, f"deployed {rev_id}: 100% of traffic ({svc.uri})", "ok")
-    return replace(out, status=DEPLOYED, url=svc.uri)
+    return replace(out, status=DEPLOYED, url=svc.uri, etag=svc.etag, generation=svc.generation)
+
+
+def _unconfirmed(ctx: Context, run: RunServices, out: Outcome, rev_id: str, e: errors.DeployctlError) -> Outcome:
+    """The traffic shift was sent, and then its answer did not come (a timeout, a lost reply): it may have
+    happened. Say what serves now, read again, rather than "traffic stays"."""
+    try:
+        now = ", ".join(run.get(out.service).serving) or "no revision"
+    except errors.DeployctlError:
+        now = "unknown (the service could not be read again)"
+    out.reason = (f"the traffic shift to {rev_id} was sent but not confirmed ({e.message}); traffic may have moved "
+                  f"to it: serving now: {now}; check `deployctl status {out.service}`")
+    ctx.progress(out.service, out.reason, "fail")
+    return out
 
 
 def _revision_id(service: str, digest: str) -> str:
@@ -184,11 +215,11 @@ def _conflicts_explained(name: str) -> Iterator[None]:
             details=e.details) from e
 
 
-def _failed(ctx: Context, out: Outcome, rev_id: str, why: str, probe, spec: ContainerSpec,
+def _failed(ctx: Context, run: RunServices, out: Outcome, rev_id: str, why: str, probe, spec: ContainerSpec | None,
             created: bool) -> Outcome:
     out.revision = rev_id
     if out.previous:
-        out.reason = f"{why}; traffic stays on {', '.join(out.previous)}"
+        out.reason = f"{why}; traffic stays on {', '.join(out.previous)}" + _drop_candidate(run, out, rev_id)
     elif probe is None:  # it never started, and nothing ready served before it
         out.reason = f"{why}; {'the service was created, and' if created else 'no revision of it is ready:'} its " \
                      "URL serves nothing"
@@ -203,6 +234,20 @@ def _failed(ctx: Context, out: Outcome, rev_id: str, why: str, probe, spec: Cont
     for line in out.logs:
         ctx.progress(out.service, f"  | {line}", "fail")
     return out
+
+
+def _drop_candidate(run: RunServices, out: Outcome, rev_id: str) -> str:
+    """Traffic back to exactly what served before: the candidate tag goes (a traffic-only update, which also
+    reconciles the service to Ready and lets the failed revision scale to zero). Only while the service still
+    routes as this run left it; returns a note when that could not be done."""
+    try:
+        fresh = run.get(out.service)
+        ours = any(t.tag == CANDIDATE_TAG and t.revision == rev_id for t in fresh.traffic)
+        if ours and sorted(fresh.serving) == sorted(out.previous):
+            run.set_traffic(out.service, out.previous_traffic, etag=fresh.etag)
+    except errors.DeployctlError as e:
+        return f" (its {CANDIDATE_TAG} tag is left on {rev_id}: {e.message})"
+    return ""
 
 
 def revision_logs(ctx: Context, service: str, revision: str, spec: ContainerSpec | None = None,

@@ -6,7 +6,8 @@ rollout of the wave has moved its traffic, so a check never meets a peer that is
 rollout, and a dependency that fails its checks is moved back before its dependents are deployed on top of it.
 
 Ctrl-C stops every worker at its next wait (all of them sleep through deployctl.interrupt), does not wait for
-them beyond a moment, and says what was done and what was not.
+them beyond a moment, and says what was done and what was not (a rollout whose traffic shift was already sent
+may have moved its traffic: it says so).
 """
 
 from __future__ import annotations
@@ -94,11 +95,11 @@ def _run_wave(ctx: Context, wave: list[str], deps: dict[str, list[str]], prepare
                 for fut in done:
                     outcomes[running.pop(fut)] = fut.result()
     except KeyboardInterrupt:
-        raise _interrupted(names, prepared, outcomes, running, launched) from None
+        raise _interrupted(names, prepared, outcomes, running, launched, opts.shifting) from None
 
 
 def _interrupted(names: list[str], prepared: dict, outcomes: dict[str, Outcome], running: dict[Future, str],
-                 launched: set[str]) -> interrupt.Cancelled:
+                 launched: set[str], shifting: dict[str, str] | None = None) -> interrupt.Cancelled:
     """Ctrl-C: the workers stop at their next wait (interrupt.request, by the pool); give them a moment to say
     so, then report what was done and what was not."""
     interrupt.request()
@@ -114,6 +115,10 @@ def _interrupted(names: list[str], prepared: dict, outcomes: dict[str, Outcome],
         prep = prepared.get(name)
         live = prep.service if isinstance(prep, Prepared) else None
         serving = ", ".join(live.serving) if live else ""
+        if name in (shifting or {}):
+            not_done.append(f"{name} stopped after its traffic shift to {shifting[name]} was sent: traffic may have "
+                            f"moved to it (it served {serving or 'no revision'}); check `deployctl status {name}`")
+            continue
         started = name in launched
         not_done.append(f"{name} {'stopped before moving traffic' if started else 'not started'}; serving stays "
                         f"on {serving or 'no revision'}")

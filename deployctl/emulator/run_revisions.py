@@ -2,7 +2,9 @@
 
 A revision is Ready only once its startup probe passes (HTTP GET 2xx/3xx on the probe's path, or a TCP connect;
 by default TCP on PORT) within the probe's budget: initial delay + period x failure threshold. If the process
-exits first, or the budget runs out, the revision fails with the reason and its last log lines.
+exits first, or the budget runs out, the revision fails with the reason. As on Cloud Run, the condition points to
+the revision's logs and never carries its log lines: a revision may print a secret, and a condition message is
+read by callers that do not mask it (the logs are read through Logging, where the reader masks what it knows).
 """
 
 from __future__ import annotations
@@ -192,7 +194,7 @@ class RevisionRuntime:
                 inst.child.exited.wait(3)
                 self._settle(inst, "failed", f"The user-provided container exited with code "
                              f"{inst.child.popen.returncode} before its startup probe passed."
-                             + _tail(inst.child))
+                             + _see_logs(inst.revision))
                 return
             if not forced and probe_once(spec, inst.port):
                 self._settle(inst, "ready", "")
@@ -204,7 +206,7 @@ class RevisionRuntime:
                              f"PORT={inst.port} environment variable within the allocated timeout: startup probe "
                              f"({what}, {spec['threshold']} x {spec['period']:g}s) did not pass."
                              + (" (forced by unhealthy_revisions in faults.json)" if forced else "")
-                             + _tail(inst.child))
+                             + _see_logs(inst.revision))
                 self.processes.terminate_child(inst.child)
                 return
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
@@ -247,7 +249,7 @@ class RevisionRuntime:
             return list(self._instances.values())
 
 
-def _tail(child: Child | None) -> str:
-    if child is None or not child.tail:
-        return ""
-    return "\nLast log lines:\n" + child.tail_text(10)
+def _see_logs(revision: str) -> str:
+    """Where the revision's output is (Cloud Run says "Logs for this revision might contain more information")."""
+    return (" Logs for this revision might contain more information: Cloud Logging, resource.type="
+            f"cloud_run_revision, revision_name={rc.short(revision)}.")

@@ -3,7 +3,8 @@
 A create, or an update that changes the template, makes a new revision and returns an operation that ends when
 that revision is Ready (traffic then follows the service's traffic spec) or has failed (traffic stays where it
 was). An update that only changes traffic starts any retained revision it names that is not running, and the
-route moves once it passes its startup probe (a cold start).
+route moves once it passes its startup probe (a cold start). A rollout whose traffic gives a share to a revision
+that failed to start keeps the last routing that was ready: the previous traffic spec is put back (run_traffic).
 
 As Cloud Run scales a revision without traffic to zero, a revision that serves no traffic and carries no tag
 has its process stopped, except the one that served most recently before the current ones: it stays warm, so
@@ -18,6 +19,7 @@ import threading
 import grpc
 
 from deployctl.emulator import run_common as rc
+from deployctl.emulator import run_traffic
 from deployctl.emulator.operations import Operations
 from deployctl.emulator.rpc import Method, RpcError, already_exists, not_found, service
 from deployctl.emulator.run_revisions import Instance, RevisionRuntime, settle_budget
@@ -115,7 +117,8 @@ class ServicesApi:
             validate(svc, existing_revisions=existing)
             if req.validate_only:
                 return self.ops.proto(self.ops.completed(rc.parent_of(name), svc))
-            return self.ops.proto(self._rollout(svc, template_changed=template_changed))
+            return self.ops.proto(self._rollout(svc, template_changed=template_changed,
+                                                previous=run_traffic.previous_routing(current)))
 
     def get_service(self, req):
         return self._service(req.name)
@@ -188,8 +191,9 @@ class ServicesApi:
         return self.ops.proto(self.ops.completed(rc.parent_of(req.name), rev))
 
     # --- rollouts -------------------------------------------------------------------------------------
-    def _rollout(self, svc, *, template_changed: bool) -> str:
-        """Store the new generation, start what it needs, and return the operation that follows it."""
+    def _rollout(self, svc, *, template_changed: bool, previous: dict | None = None) -> str:
+        """Store the new generation, start what it needs, and return the operation that follows it; `previous`
+        is the routing before this change (previous_routing), kept until the rollout ends."""
         from google.cloud.run_v2.types import Revision
 
         svc.generation += 1
@@ -228,7 +232,7 @@ class ServicesApi:
         # only the newest is resumed, and the earlier operations are ended then (see resume).
         superseded = [o for o in _rollout_ops(self.store.get(ROLLOUTS, svc.name)) if self.ops.is_pending(o)]
         self.store.put(ROLLOUTS, svc.name, {"operation": op, "generation": svc.generation, "wait_for": wait_for,
-                                            "superseded": superseded})
+                                            "superseded": superseded, **(previous or {})})
         # Started now, under the lock, so that no route change can find a target not even starting.
         started = [self._start(rev, svc.name) for rev in revisions]
         threading.Thread(target=self._follow, args=(svc.name, op, svc.generation, wait_for, started),
@@ -259,6 +263,8 @@ class ServicesApi:
             if svc.generation == generation:
                 svc.reconciling = False
                 svc.observed_generation = generation
+                restored = failed and run_traffic.restore_routing(svc, self.store.get(ROLLOUTS, service_name),
+                                                      {i.revision for i in failed})
                 if failed:
                     msg = (f"Revision '{rc.short(failed[0].revision)}' is not ready and cannot serve traffic. "
                            f"{failed[0].message}")
@@ -273,8 +279,10 @@ class ServicesApi:
                                          rc.condition("RoutesReady", "CONDITION_SUCCEEDED")]
                 self._refresh_traffic(svc)
                 self._save_service(svc)
-                self._apply_routes(svc)
                 self.store.delete(ROLLOUTS, service_name)
+                for rev_id in restored or []:  # what serves again may have been scaled to zero meanwhile
+                    self.runtime.ensure_running(self._revision(f"{svc.name}/revisions/{rev_id}"), svc.name)
+                self._apply_routes(svc)
                 self._scale_to_zero(svc)
         if failed:
             self.ops.finish(op, error=(grpc.StatusCode.FAILED_PRECONDITION,
@@ -326,7 +334,9 @@ class ServicesApi:
             self.store.put(WARM, svc.name, {"revision": f"{svc.name}/revisions/{newest}"})
 
     def _apply_routes(self, svc) -> None:
-        self.router.apply(svc)
+        # While a rollout is in flight, what served before it is the fallback (after a restart the proxies
+        # remember no route, and the rollout's targets may not be running yet).
+        self.router.apply(svc, fallback=(self.store.get(ROLLOUTS, svc.name) or {}).get("previous_serving", []))
 
     def _needed(self, svc) -> set[str]:
         """Full names of the revisions of `svc` that must keep running: those with traffic or a tag, the one
@@ -337,7 +347,9 @@ class ServicesApi:
         warm = (self.store.get(WARM, svc.name) or {}).get("revision")
         if warm:
             names.add(warm)
-        names.update((self.store.get(ROLLOUTS, svc.name) or {}).get("wait_for", []))
+        rollout = self.store.get(ROLLOUTS, svc.name) or {}
+        names.update(rollout.get("wait_for", []))
+        names.update(f"{svc.name}/revisions/{r}" for r, _ in rollout.get("previous_serving", []))
         return names | self.router.routed(svc.name)
 
     def _scale_to_zero(self, svc) -> None:

@@ -47,6 +47,27 @@ def validate(svc, existing_revisions: set[str]) -> None:
             raise invalid(f"traffic names revision {t.revision!r}, which does not exist")
 
 
+def previous_routing(current) -> dict:
+    """What a rollout record keeps of the routing before an update: the traffic spec, and the revisions that
+    served (id, percent), to put back if the update's targets fail to start (restore_routing)."""
+    return {"previous_traffic": [rc.dump(t) for t in current.traffic],
+            "previous_serving": [[s.revision, s.percent] for s in current.traffic_statuses if s.percent and s.revision]}
+
+
+def restore_routing(svc, record: dict | None, failed: set[str]) -> list[str]:
+    """Cloud Run keeps the last routing that was ready: when the traffic of `svc` gives a share to a revision in
+    `failed` (full names), put the previous traffic spec back. Returns the ids that serve again ([]: unchanged)."""
+    from google.cloud.run_v2.types import TrafficTarget
+
+    previous = (record or {}).get("previous_traffic")
+    if previous is None or not any(pct and f"{svc.name}/revisions/{rev}" in failed for rev, pct in resolve(svc)):
+        return []
+    del svc.traffic[:]
+    svc.traffic.extend(rc.load(TrafficTarget, d) for d in previous)
+    log.info("emulator: %s: a traffic target did not start; the previous routing is kept", rc.short(svc.name))
+    return [rev for rev, pct in resolve(svc) if pct]
+
+
 def serving(statuses) -> set[str]:
     """Revision ids that take a share of the service's traffic, per its traffic statuses."""
     return {s.revision for s in statuses if s.percent and s.revision}
@@ -128,19 +149,17 @@ class Router:
             self.proxies.pop(key).close()
             self.store.delete(PROXIES, key)
 
-    def apply(self, svc) -> None:
-        """Point the service's proxy, and its tags' proxies, at the ready instances of their revisions."""
+    def apply(self, svc, fallback: list | None = None) -> None:
+        """Point the service's proxy, and its tags' proxies, at the ready instances of their revisions.
+        `fallback` ([revision id, percent]...: what served before a rollout in flight) serves while no target
+        is ready and the proxy routes nowhere (as after a restart)."""
         proxy = self.proxies.get(svc.name)
         if proxy is not None:
             ready = self._ready_ports(svc.name)
-            wanted, complete = [], True
-            for rev_id, pct in resolve(svc):
-                port = self.runtime.ready_port(f"{svc.name}/revisions/{rev_id}")
-                if port and pct:
-                    wanted.append((port, pct))
-                elif pct:
-                    complete = False
+            wanted, complete = self._routes(svc.name, resolve(svc))
             still_serving = [(p, pct) for p, pct in proxy.routes if p in ready]
+            if not complete and not still_serving and fallback:
+                still_serving, _ = self._routes(svc.name, fallback)
             # A target that is not ready (starting, as after a scale to zero, or failed to start): the route moves
             # only once every target can take its share; until then what serves now keeps serving.
             proxy.set_routes(wanted if complete or not still_serving else still_serving)
@@ -150,6 +169,17 @@ class Router:
             if tag_proxy is not None:
                 port = self.runtime.ready_port(f"{svc.name}/revisions/{rev_id}") if rev_id else None
                 tag_proxy.set_routes([(port, 100)] if port else [])
+
+    def _routes(self, service_name: str, targets) -> tuple[list[tuple[int, int]], bool]:
+        """(port, percent) of the ready targets with a share, and whether every target with a share is ready."""
+        routes, complete = [], True
+        for rev_id, pct in targets:
+            port = self.runtime.ready_port(f"{service_name}/revisions/{rev_id}")
+            if port and pct:
+                routes.append((port, pct))
+            elif pct:
+                complete = False
+        return routes, complete
 
     def routed(self, service_name: str) -> set[str]:
         """Full names of the revisions the service's proxies send requests to right now."""

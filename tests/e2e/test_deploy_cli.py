@@ -173,12 +173,19 @@ def test_broken_command_keeps_traffic_and_shows_logs(local_cloud, tmp_path):
     assert "pepper is ***" in run.stderr and pepper not in run.output  # the revision printed its secret: masked
     again = broken("deploy", "e2ed-broken", "--no-status", *GATE)  # not "unchanged": it tries again, and says so
     assert again.code == 1 and "unchanged" not in again.stderr and "did not start" in again.stderr, again.output
-    row = status_json(broken)["e2ed-broken"]
-    assert row["serving"] == serving and row["latest_created"] != serving
-    assert all(h["ok"] for h in row["health"]) and not row["ready"]  # still serving; the failure is reported
-    # not ready revisions are refused by rollback
+    st = broken("--json", "status", "e2ed-broken")
+    row = json.loads(st.stdout)["data"]["services"][0]
+    assert row["serving"] == serving and row["latest_created"] != serving  # the failed revision is reported...
+    # ...and the failed rollout's candidate tag is gone again: the service routes as before it, and is Ready
+    assert all(h["ok"] for h in row["health"]) and row["ready"] and [t["tag"] for t in row["traffic"]] == [""], row
+    assert pepper not in st.output  # the revision printed its secret before it died
+    # not ready revisions are refused by rollback, with the reason from the revision's condition: it points to
+    # the revision's logs instead of quoting them (they hold the secret)
     refused = broken("rollback", "e2ed-broken", "--to", row["latest_created"])
     assert refused.code == 2 and "not ready" in refused.stderr, refused.output
+    assert pepper not in refused.output and "Logs for this revision" in refused.stderr, refused.output
+    fixed = good("deploy", "e2ed-broken", "--no-status", *GATE)  # nothing left to repair: unchanged, exit 0
+    assert fixed.code == 0 and "unchanged" in fixed.stderr, fixed.output
 
 
 def test_gate_catches_500_on_health_db_behind_a_passing_startup_probe(local_cloud, tmp_path):
@@ -236,7 +243,8 @@ def test_a_failed_first_create_says_what_serves_and_is_not_unchanged_later(local
 
 
 def test_depends_on_order_inclusion_and_dependency_failed_skip(local_cloud, tmp_path):
-    crash = '["python", "-c", "import sys; sys.exit(3)"]'
+    pepper = json.loads(local_cloud("--json", "secrets", "get", "api-key-pepper", "--reveal").stdout)["data"]["value"]
+    crash = '["python", "-c", "import os, sys; print(\'pepper is\', os.environ[\'API_KEY_PEPPER\']); sys.exit(3)"]'
     dep_b = service("e2ed-dep-b") + 'depends_on = ["e2ed-dep-a"]\n'
     broken = cli_for(local_cloud, tmp_path / "a", service("e2ed-dep-a", command=crash) + dep_b)
     # deploying b alone includes a, which is not deployed yet; a fails, so b is skipped
@@ -256,6 +264,11 @@ def test_depends_on_order_inclusion_and_dependency_failed_skip(local_cloud, tmp_
     alone = broken("--json", "deploy", "e2ed-dep-b", "--dry-run")
     warnings = json.loads(alone.stdout)["data"]["services"][0]["warnings"]
     assert warnings and warnings[0].startswith("depends on e2ed-dep-a, which is not Ready"), alone.output
+    # why, from a's condition, which points to the logs of the revision that printed its secret (never quotes them)
+    assert "exited with code 3" in warnings[0] and "Logs for this revision" in warnings[0], warnings
+    st = broken("--json", "status", "e2ed-dep-a")
+    assert "exited with code 3" in json.loads(st.stdout)["data"]["services"][0]["ready_message"], st.output
+    assert pepper not in alone.output + st.output
 
     fixed = cli_for(local_cloud, tmp_path / "b", service("e2ed-dep-a") + dep_b)
     run = fixed("deploy", "--all", "--no-status", *GATE)
@@ -345,3 +358,22 @@ def test_ctrl_c_while_a_revision_starts_stops_within_seconds(local_cloud, tmp_pa
     code, err = interrupt_when(cli, ["deploy", "e2ed-slow", "--no-status"], "creating revision", tmp_path)
     assert code == 130, err  # within 2 s, with no process of the run left (interrupt_when asserts both)
     assert "not done: e2ed-slow stopped before moving traffic" in err and "Traceback" not in err, err
+
+
+def test_ctrl_c_after_the_traffic_shift_was_sent_says_traffic_may_have_moved(local_cloud, tmp_path):
+    """The shift's update takes 2 s to be applied (injected latency); Ctrl-C lands meanwhile. The change was sent
+    and goes through: the report must not say traffic stays where it was."""
+    from tests.e2e.test_trust_interrupts import interrupt_when
+
+    cli = cli_for(local_cloud, tmp_path, service("e2ed-shift"))
+    faults = local_cloud.state_dir / "faults.json"
+    faults.write_text(json.dumps({"latency_ms": {"UpdateService": 2000}}))
+    try:
+        code, err = interrupt_when(cli, ["deploy", "e2ed-shift", "--no-status", *GATE], "health gate passed",
+                                   tmp_path)
+    finally:
+        faults.unlink()
+    assert code == 130 and "Traceback" not in err, err
+    assert "not done: e2ed-shift stopped after its traffic shift to e2ed-shift-" in err, err
+    assert "traffic may have moved to it" in err and "serving stays" not in err, err
+    assert status_json(cli, "e2ed-shift")["e2ed-shift"]["serving"] in err  # it did move, to the one named

@@ -10,6 +10,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -252,16 +253,24 @@ def test_deploy_verify_moves_traffic_back_when_a_cross_service_check_fails(local
     assert serving(broken, "e2ev-fiat") == failed_revision  # the retained revision, not a duplicate of it
 
 
-def test_deploy_verify_blames_only_the_service_whose_step_failed(local_cloud, tmp_path):
-    """Two services changed in one run: the checks run once both have moved their traffic, and only the one whose
-    step failed is moved back."""
+@pytest.fixture(scope="module")
+def pair(local_cloud, tmp_path_factory):
+    """e2ew-keys and an e2ew-fiat that asks it, deployed together with --verify once; their config pieces."""
+    tmp = tmp_path_factory.mktemp("pair")
     keys, cross_check = service("e2ew-keys"), cross("e2ew-keys", "e2ew-fiat")
-    first = _cli(local_cloud, tmp_path / "a", keys)
+    first = _cli(local_cloud, tmp / "a", keys)
     assert (run := first("deploy", "e2ew-keys", "--no-status", *GATE)).code == 0, run.output
     keys_url = url_of(first, "e2ew-keys")
-    good = _cli(local_cloud, tmp_path / "b", keys + fiat("e2ew-fiat", keys_url) + cross_check)
+    good = _cli(local_cloud, tmp / "b", keys + fiat("e2ew-fiat", keys_url) + cross_check)
     assert (run := good("deploy", "--all", "--verify", "--no-status", *GATE)).code == 0, run.output
-    old = {n: serving(good, n) for n in ("e2ew-keys", "e2ew-fiat")}
+    return SimpleNamespace(keys=keys, cross=cross_check, keys_url=keys_url, cli=good)
+
+
+def test_deploy_verify_blames_only_the_service_whose_step_failed(local_cloud, pair, tmp_path):
+    """Two services changed in one run: the checks run once both have moved their traffic, and only the one whose
+    step failed is moved back."""
+    keys, keys_url, cross_check = pair.keys, pair.keys_url, pair.cross
+    old = {n: serving(pair.cli, n) for n in ("e2ew-keys", "e2ew-fiat")}
 
     # api-key-service loses its pepper (its /health still passes the gate; issuing keys answers 503); fiat-gateway
     # changes its log level and is fine.
@@ -276,3 +285,22 @@ def test_deploy_verify_blames_only_the_service_whose_step_failed(local_cloud, tm
     assert out["e2ew-fiat"]["status"] == "deployed" and not out["e2ew-fiat"]["verify_failed"], out["e2ew-fiat"]
     assert serving(both, "e2ew-keys") == old["e2ew-keys"]
     assert serving(both, "e2ew-fiat") == out["e2ew-fiat"]["revision"] != old["e2ew-fiat"]
+
+
+def test_deploy_verify_moves_back_a_change_that_breaks_a_step_on_a_service_it_did_not_change(local_cloud, pair,
+                                                                                              tmp_path):
+    """Issue 9's cross-service case: api-key-service "v2" refuses the gateway's /keys/verify. Every step on it
+    passes; the gateway's step fails, and this run did not change the gateway. The changed service in that flow is
+    the suspect: moved back, the flow passes again, so the change broke it and it stays moved back."""
+    old = serving(pair.cli, "e2ew-keys")
+    v2 = pair.keys.replace('["python", "-m", "services.api_key_service"]', '["python", "tests/fixtures/keys_v2.py"]')
+    cli = _cli(local_cloud, tmp_path, v2 + fiat("e2ew-fiat", pair.keys_url) + pair.cross)
+    run = cli("--json", "deploy", "e2ew-keys", "--verify", "--no-status", *GATE)
+    assert run.code == 1, run.output
+    out = json.loads(run.stdout)["data"]["services"][0]
+    assert out["status"] == "failed" and out["verify_failed"] and out["revision"] != old, out
+    assert out["reason"].startswith("verify failed: key-opens-deposits/deposit on e2ew-fiat (not changed by this "
+                                    "run"), out["reason"]
+    assert f"traffic moved back to {old} (100%)" in out["reason"] and "this deploy broke it" in out["reason"]
+    assert "api-key-service unavailable" in run.stderr and not ISSUED_KEY.search(run.output)
+    assert serving(cli, "e2ew-keys") == old

@@ -187,3 +187,37 @@ def test_a_probe_cut_short_by_the_deadline_does_not_hide_the_real_failure(server
     the 500 (the revision's answer), not the cut probe's timeout."""
     result = gate.gate(server, ["/bad", "/slow?cut"], successes=1, deadline=0.3, interval=0.05)
     assert not result.passed and result.failure.path == "/bad" and result.failure.status == 500, result.failure
+
+
+def test_a_real_failure_near_the_deadline_replaces_an_older_one():
+    """Only a probe the deadline cut short (a timeout) keeps the older failure: a revision that answered 500
+    and then crashed (connection refused, in the gate's last seconds) is reported as refused, not as the 500."""
+    httpd = QuietServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    def crash() -> None:
+        time.sleep(0.3)
+        httpd.shutdown()
+        httpd.server_close()
+
+    threading.Thread(target=crash, daemon=True).start()
+    result = gate.gate(url, ["/bad"], successes=1, deadline=1.0, interval=0.05)
+    assert not result.passed and result.failure.status is None, result.failure
+    assert result.failure.error == "ConnectError", result.failure
+
+
+def test_a_leftover_tag_or_a_not_ready_service_is_not_unchanged():
+    """A failed rollout can leave its candidate tag, or the service not Ready, while what serves is fine: the
+    plan moves all traffic to the serving revision again (after its gate) instead of calling it unchanged."""
+    a, b = revision("svc-a", 1), revision("svc-b", 2, ready=False)
+    tagged = live([a, b], {"svc-a": 100}, {history.GATED: "svc-a"})
+    tagged = replace(tagged, service=replace(tagged.service, traffic=[
+        TrafficTarget(percent=100, revision="svc-a"), TrafficTarget(percent=0, revision="svc-b", tag="candidate")]))
+    p = plan(desired(), tagged)
+    assert p.action == UPDATE and p.target == "svc-a" and not p.new_revision, p
+    assert "tag candidate (svc-b)" in p.reason
+    not_ready = live([a, b], {"svc-a": 100}, {history.GATED: "svc-a"})
+    not_ready = replace(not_ready, service=replace(not_ready.service, ready=False))
+    p = plan(desired(), not_ready)
+    assert p.action == UPDATE and p.target == "svc-a" and "not Ready" in p.reason, p
