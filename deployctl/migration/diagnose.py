@@ -46,6 +46,7 @@ class Reading:
     failing_revision: str | None  # the revision being applied when it failed (only meaningful on failure)
     at: list[str] | None = None  # where the run said the database ended ([] = base); None: it did not say
     blockers: list[str] | None = None  # after a lock timeout: the sessions with open transactions
+    error_lines: list[str] | None = None  # every "SomethingError: ..." line, first to last (causes come first)
 
 
 def steps_in(lines: list[str]) -> list[Step]:
@@ -76,8 +77,9 @@ def read(lines: list[str]) -> Reading:
             at = [] if m[1].strip() == "base" else [r.strip() for r in m[1].split(",") if r.strip()]
     blockers = [line.split(PREFIX, 1)[1][len("blocked by: "):] for line in lines
                 if PREFIX + "blocked by: " in line]
+    error_lines = [redact.redact(m.group(0)) for m in errors]
     return Reading(steps, waits, states[-1] if states else None, message,
-                   redact.redact(errors[-1].group(0)) if errors else None, failing, at, blockers)
+                   error_lines[-1] if error_lines else None, failing, at, blockers, error_lines)
 
 
 def tail(lines: list[str], limit: int) -> list[str]:
@@ -96,21 +98,28 @@ def diagnose(reading: Reading, service: str) -> Diagnosis | None:
     if reading.sqlstate:
         d = classify(Exception({"C": reading.sqlstate, "M": reading.server_message or ""}))
     else:
-        d = None
         text = reading.error_line or ""
-        for pattern, kind in _NETWORK_TEXT:
-            if pattern.search(text):
-                d = classify(kind(text))
-                break
-        if d is None and "MigrationLockTimeout" in text:
+        if "MigrationLockTimeout" in text:
             d = Diagnosis("migration-lock-timeout", None, "migration lock not acquired", text,
                           f"another migration of {service} is running: deployctl migrate status")
-        if d is None and "DatabaseNotConfigured" in text:
+        elif "DatabaseNotConfigured" in text:
             d = Diagnosis("database-not-configured", None, "no database configured in the job", text,
                           f"check the job's DATABASE_URL secret: deployctl dsn {service} --write-secret")
+        else:
+            d = _network(reading.error_lines if reading.error_lines is not None else [text])
         if d is None:
             return None
     return with_blockers(for_service(d, service), reading)
+
+
+def _network(lines: list[str]) -> Diagnosis | None:
+    """A network failure named by any exception line: a traceback prints the root cause (ConnectionRefusedError,
+    socket.gaierror) first and ends with the driver's generic "Can't create a connection"."""
+    for line in lines:
+        for pattern, kind in _NETWORK_TEXT:
+            if pattern.search(line):
+                return classify(kind(line))
+    return None
 
 
 def with_blockers(d: Diagnosis, reading: Reading) -> Diagnosis:

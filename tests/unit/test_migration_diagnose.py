@@ -33,11 +33,29 @@ def test_auth_failure_points_at_the_services_doctor():
     assert "deployctl doctor cross-chain-integration" in d.hint
 
 
+def _traceback(cause: str, host: str) -> list[str]:
+    """A job's output in the order Python prints it: the root cause first, the driver's generic error last."""
+    generic = (f"Can't create a connection to host {host} and port 5432 (timeout is 10 and source_address is "
+               "None).")
+    return ["Traceback (most recent call last):", '  File "/x/pg8000/core.py", line 1, in __init__', cause, "",
+            "The above exception was the direct cause of the following exception:", "",
+            "Traceback (most recent call last):", '  File "/x/pg8000/core.py", line 2, in __init__',
+            f"pg8000.exceptions.InterfaceError: {generic}", "",
+            "The above exception was the direct cause of the following exception:", "",
+            "Traceback (most recent call last):", '  File "/x/migrate.py", line 3, in <module>',
+            f"sqlalchemy.exc.InterfaceError: (pg8000.exceptions.InterfaceError) {generic}",
+            "(Background on this error at: https://sqlalche.me/e/21/rvf5)"]
+
+
 def test_network_failure_without_sqlstate_is_classified_not_dumped():
-    lines = ["pg8000.exceptions.InterfaceError: Can't create a connection to host 10.0.0.3 and port 5432 "
-             "(timeout is 10 and source_address is None).", "ConnectionRefusedError: [Errno 111] Connection refused"]
+    lines = _traceback("ConnectionRefusedError: [Errno 111] Connection refused", "10.0.0.3")
     d = diagnose.diagnose(diagnose.read(lines), "fiat-gateway")
-    assert d.code == "network-refused" and "deployctl doctor fiat-gateway" in d.hint
+    assert d is not None and d.code == "network-refused" and "deployctl doctor fiat-gateway" in d.hint
+
+
+def test_a_connect_timeout_is_found_before_the_generic_last_line():
+    d = diagnose.diagnose(diagnose.read(_traceback("TimeoutError: timed out", "10.0.0.3")), "fiat-gateway")
+    assert d is not None and d.code == "network-timeout"
 
 
 def test_the_runs_last_word_says_where_the_database_is():
@@ -66,6 +84,6 @@ def test_the_tail_keeps_messages_and_drops_traceback_frames():
 
 
 def test_a_host_that_does_not_resolve_is_a_network_diagnosis():
-    lines = ["socket.gaierror: [Errno -2] Name or service not known"]
+    lines = _traceback("socket.gaierror: [Errno -2] Name or service not known", "db.invalid")
     d = diagnose.diagnose(diagnose.read(lines), "fiat-gateway")
-    assert d.code == "network-dns"
+    assert d is not None and d.code == "network-dns"
