@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from deployctl import errors
 from deployctl.redact import redact
 
+ACT_AS_ROLE = "roles/iam.serviceAccountUser"
+
 # The IAM permissions deployctl needs, each with the narrowest predefined role that grants it.
 ROLE_FOR_PERMISSION: dict[str, str] = {
     # Secret Manager
@@ -39,29 +41,37 @@ ROLE_FOR_PERMISSION: dict[str, str] = {
     "run.jobs.create": "roles/run.developer",
     "run.jobs.update": "roles/run.developer",
     "run.jobs.run": "roles/run.developer",
+    "run.jobs.runWithOverrides": "roles/run.developer",  # what migrate needs: it always passes its args
     "run.executions.get": "roles/run.viewer",
     "run.executions.list": "roles/run.viewer",
     "run.executions.cancel": "roles/run.developer",
     "run.services.delete": "roles/run.developer",
     "run.operations.get": "roles/run.viewer",
     "run.routes.invoke": "roles/run.invoker",
-    "iam.serviceAccounts.actAs": "roles/iam.serviceAccountUser",  # deploying as a runtime service account
-    # Cloud SQL
+    "iam.serviceAccounts.actAs": ACT_AS_ROLE,  # deploying as a runtime service account: granted on that account
+    # Cloud SQL: the client role connects and reads its instance; the viewer role reads everything else
     "cloudsql.instances.connect": "roles/cloudsql.client",
     "cloudsql.instances.get": "roles/cloudsql.client",
-    "cloudsql.instances.list": "roles/cloudsql.admin",
+    "cloudsql.instances.list": "roles/cloudsql.viewer",
     "cloudsql.instances.create": "roles/cloudsql.admin",
-    "cloudsql.users.list": "roles/cloudsql.admin",
+    "cloudsql.users.get": "roles/cloudsql.viewer",
+    "cloudsql.users.list": "roles/cloudsql.viewer",
     "cloudsql.users.create": "roles/cloudsql.admin",
     "cloudsql.users.update": "roles/cloudsql.admin",
-    "cloudsql.databases.list": "roles/cloudsql.admin",
+    "cloudsql.users.delete": "roles/cloudsql.admin",
+    "cloudsql.databases.get": "roles/cloudsql.viewer",
+    "cloudsql.databases.list": "roles/cloudsql.viewer",
     "cloudsql.databases.create": "roles/cloudsql.admin",
+    "cloudsql.databases.delete": "roles/cloudsql.admin",
     # Logging
     "logging.logEntries.list": "roles/logging.viewer",
     "logging.logs.list": "roles/logging.viewer",
 }
 
+# Google spells some permissions in lower case in its messages (Cloud Run: 'iam.serviceaccounts.actAs').
+_ROLE_BY_LOWER = {p.lower(): role for p, role in ROLE_FOR_PERMISSION.items()}
 _PERMISSION_IN_MESSAGE = re.compile(r"[Pp]ermission '?([a-zA-Z]+\.[a-zA-Z]+\.[a-zA-Z]+)'? denied")
+_SERVICE_ACCOUNT = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+\.gserviceaccount\.com")
 
 UNREACHABLE_HINT = ("check the API endpoint and your network; for a local environment run `deployctl local up` "
                     "(or set DEPLOYCTL_EMULATOR_HOST to a running emulator)")
@@ -69,15 +79,16 @@ UNREACHABLE_HINT = ("check the API endpoint and your network; for a local enviro
 
 def role_for(permission: str) -> str | None:
     """The predefined IAM role that grants `permission`, if deployctl knows it."""
-    return ROLE_FOR_PERMISSION.get(permission)
+    return _ROLE_BY_LOWER.get(permission.lower())
 
 
 def translate(exc: BaseException, *, resource: str, config_ref: str | None = None,
-              permission: str | None = None) -> errors.DeployctlError:
+              permission: str | None = None, service_account: str | None = None) -> errors.DeployctlError:
     """A DeployctlError for `exc`, raised while working on `resource`.
 
     `config_ref` names the configuration entry that points at the resource (e.g. "services.api.secrets.KEY");
-    `permission` is the IAM permission the call needs, used when the error itself does not name one.
+    `permission` is the IAM permission the call needs, used when the error itself does not name one;
+    `service_account` is the runtime service account the request runs as (where an actAs denial is fixed).
     """
     if isinstance(exc, errors.DeployctlError):
         return exc
@@ -91,7 +102,7 @@ def translate(exc: BaseException, *, resource: str, config_ref: str | None = Non
         hint = f"check the name in {config_ref}, or create it" if config_ref else "check the name, or create it"
         return errors.NotFound(f"{resource} was not found{referred}: {detail}", hint=hint, details=details)
     if isinstance(exc, gexc.PermissionDenied | gexc.Unauthenticated):
-        return _permission_denied(exc, gexc, resource, referred, detail, permission, details)
+        return _permission_denied(exc, gexc, resource, referred, detail, permission, details, service_account)
     if isinstance(exc, gexc.AlreadyExists):
         return errors.AlreadyExists(f"{resource} already exists: {detail}",
                                     hint="use the existing resource, or pick another name", details=details)
@@ -146,7 +157,8 @@ def _change_hint(exc: BaseException) -> str:
     return "; this was a change: check whether it was made before retrying" if sent_change(exc) else ""
 
 
-def _permission_denied(exc, gexc, resource, referred, detail, permission, details) -> errors.PermissionDenied:
+def _permission_denied(exc, gexc, resource, referred, detail, permission, details,
+                       service_account) -> errors.PermissionDenied:
     if isinstance(exc, gexc.Unauthenticated):
         return errors.PermissionDenied(
             f"not authenticated for {resource}: {detail}",
@@ -156,7 +168,9 @@ def _permission_denied(exc, gexc, resource, referred, detail, permission, detail
     role = role_for(permission) if permission else None
     needs = f"; it needs {permission}" if permission else ""
     grants = f" (granted by {role})" if role else ""
-    if role:
+    if role == ACT_AS_ROLE:
+        hint = _act_as_hint(_message(exc), service_account)
+    elif role:
         target = re.sub(r"/versions/[^/]+$", "", resource)  # IAM binds on the secret, not on a version
         hint = f"grant {role} on {target} (or its project) to the identity deployctl runs as"
     elif permission:
@@ -166,6 +180,17 @@ def _permission_denied(exc, gexc, resource, referred, detail, permission, detail
     details = {**details, "permission": permission, "role": role, "detail": detail}
     return errors.PermissionDenied(f"permission denied on {resource}{referred}{needs}{grants}",
                                    hint=hint, details=details)
+
+
+def _act_as_hint(message: str, service_account: str | None) -> str:
+    """actAs is granted on the runtime service account (or its project), never on the Cloud Run resource."""
+    named = _SERVICE_ACCOUNT.search(message)
+    account = named.group(0) if named else service_account
+    if not account:
+        return (f"grant {ACT_AS_ROLE} on the runtime service account (the service's service_account, or the "
+                "project's default compute service account) to the identity deployctl runs as")
+    return (f"grant {ACT_AS_ROLE} on the service account {account} to the identity deployctl runs as (MEMBER): "
+            f"gcloud iam service-accounts add-iam-policy-binding {account} --member=MEMBER --role={ACT_AS_ROLE}")
 
 
 def _permission_of(exc) -> str | None:
@@ -185,7 +210,8 @@ def _message(exc: BaseException) -> str:
 
 
 @contextmanager
-def translated(resource: str, config_ref: str | None = None, *, permission: str | None = None) -> Iterator[None]:
+def translated(resource: str, config_ref: str | None = None, *, permission: str | None = None,
+               service_account: str | None = None) -> Iterator[None]:
     """`with translated(name):` re-raises Google API errors as DeployctlErrors (the original as __cause__)."""
     try:
         yield
@@ -199,7 +225,8 @@ def translated(resource: str, config_ref: str | None = None, *, permission: str 
             if auth is None:
                 raise
             raise auth from exc
-        raise translate(exc, resource=resource, config_ref=config_ref, permission=permission) from exc
+        raise translate(exc, resource=resource, config_ref=config_ref, permission=permission,
+                        service_account=service_account) from exc
 
 
 def _is_google_error(exc: Exception) -> bool:

@@ -118,7 +118,8 @@ class RunJobs:
         job = t.Job(template=t.ExecutionTemplate(task_count=task_count, template=task), labels=dict(spec.labels))
         policy = self.clients.policy
         exists = self.find(job_id) is not None
-        with translated(name, permission="run.jobs.update" if exists else "run.jobs.create"):
+        with translated(name, permission="run.jobs.update" if exists else "run.jobs.create",
+                        service_account=spec.service_account):
             if not exists:
                 op = self.clients.jobs.create_job(parent=self.parent, job=job, job_id=job_id, **policy.call(mutation=True))
             else:

@@ -6,7 +6,7 @@
 
 Every call passes the client policy's retry and timeout (creates and deletes as mutations: not retried once the
 server may have acted; setting a password is safe to repeat); Google errors come back as DeployctlErrors naming the
-resource and, for a denial, the IAM role it needs (roles/cloudsql.admin or roles/cloudsql.client).
+resource and, for a denial, the IAM role it needs (roles/cloudsql.viewer, .client or .admin).
 Passwords passed in are registered with redact before any call is made.
 """
 

@@ -124,7 +124,7 @@ def test_permission_denied_names_the_cloudsql_role(admin, emulator):
     try:
         with pytest.raises(errors.PermissionDenied) as exc:
             admin.list_users(denied)
-        assert exc.value.details["role"] == "roles/cloudsql.admin"
+        assert exc.value.details["role"] == "roles/cloudsql.viewer"  # a read: not the admin role (review 2)
         with pytest.raises(errors.PermissionDenied) as exc:
             admin.get_instance(denied)
         assert exc.value.details["role"] == "roles/cloudsql.client"

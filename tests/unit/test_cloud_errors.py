@@ -54,6 +54,47 @@ def test_permission_denied_unknown_permission_still_has_a_hint():
     assert bare.hint and bare.details["permission"] is None
 
 
+SERVICE = "projects/acme-dev/locations/us-central1/services/fiat-gateway"
+RUNTIME_SA = "deployctl-runtime@acme-dev.iam.gserviceaccount.com"
+
+
+@pytest.mark.parametrize("spelled", ["iam.serviceAccounts.actAs", "iam.serviceaccounts.actAs"])
+def test_act_as_denial_names_the_service_account_to_grant_on(spelled):
+    """Cloud Run spells actAs in lower case; either way the role is named, and granted on the runtime service
+    account (from the error text), not on the Cloud Run service."""
+    exc = gexc.PermissionDenied(f"Permission '{spelled}' denied on service account {RUNTIME_SA} (or it may not "
+                                "exist).")
+    err = translate(exc, resource=SERVICE)
+    assert err.details["role"] == "roles/iam.serviceAccountUser"
+    assert RUNTIME_SA in err.hint and SERVICE not in err.hint
+    assert f"gcloud iam service-accounts add-iam-policy-binding {RUNTIME_SA}" in err.hint
+
+
+def test_act_as_denial_falls_back_to_the_configured_service_account():
+    exc = gexc.PermissionDenied("Permission 'iam.serviceaccounts.actAs' denied on resource (or it may not exist).")
+    err = translate(exc, resource=SERVICE, service_account=RUNTIME_SA)
+    assert RUNTIME_SA in err.hint and SERVICE not in err.hint
+    unknown = translate(exc, resource=SERVICE)
+    assert "runtime service account" in unknown.hint and SERVICE not in unknown.hint
+    with pytest.raises(errors.PermissionDenied) as info, translated(SERVICE, service_account=RUNTIME_SA):
+        raise exc
+    assert RUNTIME_SA in info.value.hint
+
+
+@pytest.mark.parametrize("permission, role", [
+    ("run.jobs.runWithOverrides", "roles/run.developer"),  # migrate always runs its job with overrides
+    ("cloudsql.instances.list", "roles/cloudsql.viewer"),  # reads: not the admin role, which can delete
+    ("cloudsql.users.list", "roles/cloudsql.viewer"),
+    ("cloudsql.databases.list", "roles/cloudsql.viewer"),
+    ("cloudsql.instances.get", "roles/cloudsql.client"),
+    ("CloudSQL.Users.List", "roles/cloudsql.viewer"),  # looked up case-insensitively
+])
+def test_the_narrowest_role_for_reads_and_job_overrides(permission, role):
+    assert role_for(permission) == role
+    err = translate(gexc.PermissionDenied(f"Permission '{permission}' denied on resource"), resource=RES)
+    assert role in err.hint
+
+
 @pytest.mark.parametrize("exc", [
     gexc.DeadlineExceeded("deadline"),
     gexc.ServiceUnavailable("connection refused"),
