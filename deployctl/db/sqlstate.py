@@ -157,6 +157,12 @@ def _by_sqlstate(state: str | None, msg: str) -> Diagnosis:
                          "find the sessions with long-open transactions (pg_stat_activity.xact_start, "
                          "pg_blocking_pids()), let them finish or end them, then run it again; or raise "
                          "DEPLOYCTL_LOCK_TIMEOUT")
+    if state in ("42701", "42710", "42P07"):  # duplicate column / object / table
+        return Diagnosis("already-exists", state, "object already exists",
+                         f"{msg}: an earlier run that failed partway (a committed autocommit block, or DDL "
+                         "applied by hand) left objects behind while the revision stayed unapplied",
+                         "make the revision idempotent (add_column(..., if_not_exists=True), CREATE ... IF NOT "
+                         "EXISTS, DESIGN §7), or drop the leftover objects, then run it again")
     if state == "57014":
         return Diagnosis("statement-timeout", state, "statement cancelled", msg,
                          "the statement ran longer than statement_timeout; raise it for this run or make "

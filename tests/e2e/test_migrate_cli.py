@@ -101,6 +101,7 @@ def test_migration_failing_halfway_leaves_the_previous_revision(local_cloud, tmp
     assert run.code == 1, run.output
     assert "42701" in run.output and "f00dfa11ed04" in run.output
     assert 'column "currency" of relation "deposits" already exists' in run.output
+    assert "left objects behind" in run.output and "if_not_exists=True" in run.output  # not "see the code table"
     conn = db(cli, "fiat-gateway")
     try:
         assert conn.run("SELECT version_num FROM alembic_version") == [[FIAT_HEAD]]
@@ -284,7 +285,7 @@ def test_sql_prints_the_migrations_and_touches_nothing(local_cloud):
     assert local_cloud("migrate", "fiat-gateway").code == 0
     up = local_cloud("migrate", "fiat-gateway", "--sql")
     assert up.code == 0, up.output
-    assert "CREATE TABLE deposits" in up.stdout and "ADD COLUMN external_ref" in up.stdout
+    assert "CREATE TABLE deposits" in up.stdout and "ADD COLUMN IF NOT EXISTS external_ref" in up.stdout
     assert "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS deposits_external_ref_key" in up.stdout
     assert "SET lock_timeout" in up.stdout
     down = local_cloud("migrate", "fiat-gateway", "--sql", "--to", "base")
@@ -338,6 +339,26 @@ def test_a_concurrent_index_failing_halfway_is_finished_by_the_next_run(local_cl
         assert holder.run("SELECT version_num FROM alembic_version") == [[FIAT_HEAD]]
     finally:
         holder.close()
+
+
+@pytest.mark.parametrize("svc, before, table, column", [
+    ("fiat-gateway", "7c42d9e1b302", "deposits", "external_ref varchar(128)"),
+    ("cross-chain-integration", "5d0a8b3c7e01", "transfers", "signature varchar(64)")])
+def test_a_column_left_by_the_old_trees_partial_failure_does_not_stop_the_upgrade(local_cloud, svc, before,
+                                                                                   table, column):
+    """The old tree's index revision committed the column in its autocommit block and then failed: the column
+    exists while alembic_version is at the revision before it. The column revision must apply over it."""
+    cli = local_cloud
+    assert cli("--yes", "migrate", svc, "--to", before, "--runner", "local").code == 0
+    conn = db(cli, svc)
+    try:
+        conn.run(f"ALTER TABLE {table} ADD COLUMN {column}")
+        up = cli("migrate", svc, "--runner", "local")
+        assert up.code == 0, up.output
+        assert conn.run("SELECT version_num FROM alembic_version") == [[FIAT_HEAD if svc == "fiat-gateway"
+                                                                        else CROSS_HEAD]]
+    finally:
+        conn.close()
 
 
 def test_all_runs_every_service_each_with_its_own_progress(local_cloud):

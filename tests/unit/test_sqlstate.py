@@ -102,6 +102,26 @@ def test_create_on_public_schema_denied(pg_cluster, login):
     assert sqlstate_of(err.value) == "42501" and classify(err.value).code == "public-schema-create"
 
 
+def test_objects_a_partial_run_left_behind_are_named_as_such(pg_cluster, login):
+    db, user, pw = login
+    conn = connect.connect(_dsn(pg_cluster, db, user, pw), timeout=5)
+    errors = []
+    try:
+        conn.run("CREATE TABLE IF NOT EXISTS leftover (id int)")
+        for ddl in ("ALTER TABLE leftover ADD COLUMN id int", "CREATE TABLE leftover (id int)",
+                    "CREATE TYPE leftover AS ENUM ('a')"):  # 42701, 42P07, 42710 (the table's row type)
+            with pytest.raises(pg8000.exceptions.DatabaseError) as err:
+                conn.run(ddl)
+            errors.append(err.value)
+    finally:
+        conn.run("DROP TABLE IF EXISTS leftover")
+        conn.close()
+    assert [sqlstate_of(e) for e in errors] == ["42701", "42P07", "42710"]
+    for e in errors:
+        d = classify(e)
+        assert d.code == "already-exists" and "left objects behind" in d.cause and "if_not_exists" in d.hint
+
+
 def test_lock_timeout(pg_cluster, login):
     db, user, pw = login
     d = _dsn(pg_cluster, db, user, pw)

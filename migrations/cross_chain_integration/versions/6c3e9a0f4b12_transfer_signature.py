@@ -17,8 +17,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # Nullable: rows written before this revision have no signature.
-    op.add_column("transfers", sa.Column("signature", sa.String(64), nullable=True))
+    # Nullable: rows written before this revision have no signature. IF NOT EXISTS: an older 8e6b1f4d2a02
+    # committed this column in its autocommit block and then failed, leaving the column and 5d0a8b3c7e01.
+    op.add_column("transfers", sa.Column("signature", sa.String(64), nullable=True), if_not_exists=True)
 
 
 def downgrade() -> None:

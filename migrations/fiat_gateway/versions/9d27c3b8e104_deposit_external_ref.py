@@ -18,8 +18,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # Nullable, no default: a metadata-only change, no table rewrite.
-    op.add_column("deposits", sa.Column("external_ref", sa.String(128), nullable=True))
+    # Nullable, no default: a metadata-only change, no table rewrite. IF NOT EXISTS: an older c95e7a4f1d03
+    # committed this column in its autocommit block and then failed, leaving the column and 7c42d9e1b302.
+    op.add_column("deposits", sa.Column("external_ref", sa.String(128), nullable=True), if_not_exists=True)
 
 
 def downgrade() -> None:
