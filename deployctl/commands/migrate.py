@@ -169,18 +169,32 @@ def _interrupted(names: list[str], finished: list[RunOut], current: list[str], r
 
 
 def offline_sql(ctx: Context, service: str, to: str) -> str:
-    """The SQL an upgrade (or, for base / -N / A:B ranges, a downgrade) would run; touches no database."""
+    """The SQL an upgrade (or, for base / -N / A:B ranges, a downgrade) would run; touches no database.
+
+    Offline SQL cannot read the current revision, so -N steps down from the head(s), as its output's
+    `UPDATE alembic_version ... WHERE version_num = '<head>'` shows; A:B names both ends."""
+    from alembic.util import CommandError
+
     from deployctl.migration.tree import tree_for
 
     tree = tree_for(ctx, service)
-    if ":" in to:
-        start, _, end = to.partition(":")
-        down = end == "base" or (start not in ("base", "") and end in {r.revision for r in tree.revisions()}
-                                 and tree.pending([end], start) != [])
-        return tree.offline_sql(start or None, end, downgrade=down)
-    if to == "base":
-        return tree.offline_sql("heads", "base", downgrade=True)
-    return tree.offline_sql(None, to)
+    try:
+        if ":" in to:
+            start, _, end = to.partition(":")
+            down = end == "base" or (start not in ("base", "") and end in {r.revision for r in tree.revisions()}
+                                     and tree.pending([end], start) != [])
+            return tree.offline_sql(start or None, end, downgrade=down)
+        if to == "base":
+            return tree.offline_sql("heads", "base", downgrade=True)
+        if to.startswith("-"):
+            if not to[1:].isdigit() or int(to[1:]) == 0:
+                raise UsageError(f"{service}: --to {to} is not a relative step", hint="use -1, -2, ... or a revision id")
+            return tree.offline_sql("heads", f"heads{to}", downgrade=True)
+        return tree.offline_sql(None, to)
+    except CommandError as e:
+        raise UsageError(f"{service}: --sql --to {to}: {e}",
+                         hint=f"see the revisions with deployctl migrate status {service}; offline SQL cannot "
+                              "read the current revision, so name both ends with --to A:B") from None
 
 
 class StatusOut(BaseModel):

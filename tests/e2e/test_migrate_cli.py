@@ -293,6 +293,18 @@ def test_sql_prints_the_migrations_and_touches_nothing(local_cloud):
     assert status_of(local_cloud, "fiat-gateway")["current"] == [FIAT_HEAD]
 
 
+def test_sql_steps_down_from_the_head_and_refuses_what_alembic_cannot_resolve(local_cloud):
+    one = local_cloud("migrate", "fiat-gateway", "--sql", "--to", "-1")
+    assert one.code == 0, one.output
+    assert f"UPDATE alembic_version SET version_num='{FIAT_COLUMN}' WHERE alembic_version.version_num = " \
+           f"'{FIAT_HEAD}'" in one.stdout and "DROP INDEX" in one.stdout and "DROP COLUMN" not in one.stdout
+    for to in ("-9", "nonexist", "-x"):
+        bad = local_cloud("migrate", "fiat-gateway", "--sql", "--to", to)
+        assert bad.code == 2, bad.output
+        assert bad.stderr.count("error:") == 1 and "Traceback" not in bad.output and "a bug" not in bad.output
+        assert f"--to {to}" in bad.stderr and "next:" in bad.stderr
+
+
 def test_a_downgrade_lists_what_it_undoes_and_needs_confirmation(local_cloud):
     cli, svc = local_cloud, "fiat-gateway"
     assert cli("migrate", svc).code == 0
