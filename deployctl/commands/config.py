@@ -11,9 +11,29 @@ from deployctl import redact, views
 from deployctl.context import Context
 from deployctl.results import Result
 
-# An env value under such a name, or a URL with a password in it, is a secret written into the config by
-# mistake: shown masked, and validate says where it belongs.
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|KEY|DSN|DATABASE_URL", re.IGNORECASE)
+# An env value under a secret's name, or a URL with a password in it, is a secret written into the config by
+# mistake: shown masked, and validate says where it belongs. Names are read by their _-separated words, so
+# API_KEY_SERVICE_URL (a URL of the api-key service) is not API_KEY.
+_SECRET_WORD = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|DSN|CREDENTIALS?)S?$")
+_KEY = re.compile(r"\w*KEYS?$")  # KEY, APIKEY, ...: a key only as the name's last word, or before its format
+_KEY_FORMATS = {"PEM", "JSON", "B64", "BASE64", "DER", "HEX", "DATA", "VALUE"}
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^?#]*$")
+SERVICE_URL = re.compile(r"^\$\{service:[^{}]*\}$")
+
+
+def secret_name(name: str) -> bool:
+    words = [w for w in re.split(r"[_\-.]+", name.upper()) if w]
+    if any(_SECRET_WORD.search(w) for w in words) or "DATABASE_URL" in "_".join(words):
+        return True
+    return any(_KEY.fullmatch(w) and all(rest in _KEY_FORMATS for rest in words[i + 1:]) for i, w in enumerate(words))
+
+
+def _plain(value: str) -> bool:
+    """A value that cannot be a secret whatever its name: another service's URL, or a URL without userinfo
+    password or query (the password case is a connection string, flagged on its own)."""
+    from deployctl import dsn
+
+    return bool(SERVICE_URL.match(value)) or (bool(_URL.match(value)) and not dsn.has_password(value))
 
 
 class ConfigWarning(BaseModel):
@@ -68,7 +88,7 @@ def _secret_like(name: str, value: str) -> str | None:
     """Why an env value looks like a secret (registering it for redaction), or None."""
     from deployctl import dsn
 
-    if SECRET_NAME.search(name):
+    if secret_name(name) and not _plain(value):
         redact.register(value)
         return "its name says it holds a secret"
     if dsn.has_password(value):
@@ -85,7 +105,7 @@ def _masked(name: str, value: str) -> str:
 
     if dsn.has_password(value):
         return dsn.mask(value)  # host and database stay readable
-    return redact.MASK if SECRET_NAME.search(name) else value
+    return redact.MASK if secret_name(name) and not _plain(value) else value
 
 
 def validate(ctx: Context) -> ValidateResult:

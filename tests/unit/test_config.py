@@ -84,3 +84,40 @@ def test_toml_native_types_and_paths_still_load(tmp_path):
     assert cfg.services["web"].port == 9000 and cfg.services["web"].startup_probe.timeout == 3.0
     assert (cfg.name, cfg.path, cfg.root) == ("x", (tmp_path / "configs" / "x.toml").resolve(), tmp_path.resolve())
     assert "name" not in cfg.model_dump() and "root" not in cfg.model_dump()
+
+
+@pytest.mark.parametrize("env", ["local", "dev"])
+def test_the_shipped_configs_validate_without_warnings_and_show_their_urls(env):
+    """API_KEY_SERVICE_URL is the api-key service's URL (${service:...}), not an API key."""
+    from deployctl import redact
+    from deployctl.commands import config as config_cmd
+    from deployctl.context import Context
+
+    ctx = Context(env=env, config_dir=ROOT / "configs")
+    assert config_cmd.validate(ctx).warnings == []
+    shown = config_cmd.show(ctx).config["services"]["fiat-gateway"]["env"]
+    assert shown["API_KEY_SERVICE_URL"] == "${service:api-key-service}"
+    assert redact.redact("${service:api-key-service}") == "${service:api-key-service}"
+
+
+@pytest.mark.parametrize("name, secret", [
+    ("API_KEY_SERVICE_URL", False), ("KEY_ID", False), ("LOG_LEVEL", False), ("CROSS_CHAIN_URL", False),
+    ("TOKENIZER", False), ("KEY_FILE", False), ("API_KEY", True), ("SIGNING_KEY", True), ("KEY", True),
+    ("APIKEY", True), ("PRIVATE_KEY_PEM", True), ("DB_PASSWORD", True), ("github_token", True),
+    ("READONLY_DATABASE_URL", True), ("DSN", True), ("CLIENT_SECRET", True)])
+def test_secret_names_are_read_by_their_words(name, secret):
+    from deployctl.commands.config import secret_name
+
+    assert secret_name(name) is secret
+
+
+def test_a_secret_named_value_is_flagged_unless_it_is_a_plain_url(tmp_path):
+    from deployctl.commands import config as config_cmd
+    from deployctl.context import Context
+
+    text = ('[environment]\nproject = "acme-dev"\nregion = "us-central1"\n[services.web]\nimage = "x"\n'
+            '[services.web.env]\nAPI_KEY = "k-123456789"\nTOKEN_URL = "https://auth.example.com/token"\n'
+            'AUTH_TOKEN = "https://auth.example.com/t?token=abcdef123"\n')
+    (tmp_path / "t.toml").write_text(text)
+    fields = {w.field for w in config_cmd.validate(Context(env="t", config_dir=tmp_path)).warnings}
+    assert fields == {"services.web.env.API_KEY", "services.web.env.AUTH_TOKEN"}
