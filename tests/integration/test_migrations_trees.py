@@ -212,7 +212,7 @@ def test_offline_sql_needs_no_credentials(service, monkeypatch):
         assert "ALTER TYPE chain ADD VALUE IF NOT EXISTS 'base'" in sql
         assert "DROP TYPE IF EXISTS chain" in down.getvalue()
     else:
-        assert "CREATE TABLE withdrawals" in sql and "ADD COLUMN external_ref" in sql
+        assert "CREATE TABLE withdrawals" in sql and "ADD COLUMN IF NOT EXISTS external_ref" in sql
         assert "DROP TABLE deposits" in down.getvalue()
 
 
