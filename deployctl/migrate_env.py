@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import sys
 import time
@@ -42,18 +43,30 @@ def advisory_lock_key(service: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _seconds(name: str, default: float) -> float:
+PG_MAX_SECONDS = 2147483  # lock_timeout / statement_timeout are int milliseconds in PostgreSQL
+
+
+def _seconds(name: str, default: float, *, zero_ok: bool = False) -> float:
+    """A bound from the environment. For lock_timeout and statement_timeout, 0 means *no limit* in PostgreSQL
+    (and statement 0 leaves pg8000's reads unbounded too), so only the lock wait (0 = try once) may be 0."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
         raise DeployctlError(f"{name} must be a number of seconds (got {raw!r})",
                              hint=f"set {name}=30, or unset it for the default of {default:g}",
-                             code="config") from None
-    if value < 0:
-        raise DeployctlError(f"{name} must not be negative", hint=f"unset {name}", code="config")
+                             code="config")
+    if value < 0 or (not zero_ok and value < 0.001):
+        raise DeployctlError(f"{name} must be {'0 or more' if zero_ok else 'at least 0.001'} seconds (got {raw!r}): "
+                             "a migration always runs with bounds",
+                             hint=f"set {name}=30, or unset it for the default of {default:g}", code="config")
+    if not zero_ok and value > PG_MAX_SECONDS:
+        raise DeployctlError(f"{name} must be at most {PG_MAX_SECONDS} seconds (PostgreSQL's limit; got {raw!r})",
+                             hint=f"unset {name} for the default of {default:g}", code="config")
     return value
 
 
@@ -185,8 +198,9 @@ def _application_name(service: str) -> str:
 
 
 def _session_settings(lock_timeout: float, statement_timeout: float) -> list[str]:
-    return [f"SET lock_timeout = '{int(lock_timeout * 1000)}ms'",
-            f"SET statement_timeout = '{int(statement_timeout * 1000)}ms'"]
+    # At least 1 ms: '0ms' would switch the bound off.
+    return [f"SET lock_timeout = '{max(1, int(lock_timeout * 1000))}ms'",
+            f"SET statement_timeout = '{max(1, int(statement_timeout * 1000))}ms'"]
 
 
 def run_offline(context, service: str) -> None:
@@ -226,7 +240,7 @@ def run_online(context, service: str) -> None:
 
     from deployctl import redact, runtime
 
-    lock_wait = _seconds("DEPLOYCTL_LOCK_WAIT", DEFAULT_LOCK_WAIT)
+    lock_wait = _seconds("DEPLOYCTL_LOCK_WAIT", DEFAULT_LOCK_WAIT, zero_ok=True)
     lock_timeout = _seconds("DEPLOYCTL_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
     statement_timeout = _seconds("DEPLOYCTL_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT)
     # An in-process caller (deployctl migrate --runner local) passes the URL in the config's attributes, so it
@@ -239,7 +253,7 @@ def run_online(context, service: str) -> None:
         redact.register(make_url(url).password)
     # Connecting is bounded by the connect timeout; afterwards pg8000's read timeout is lifted to
     # statement_timeout + margin by build_engine, so a long migration is ended by PostgreSQL, not the socket.
-    engine = runtime.build_engine(_sync_url(url), statement_timeout_ms=int(statement_timeout * 1000),
+    engine = runtime.build_engine(_sync_url(url), statement_timeout_ms=max(1, int(statement_timeout * 1000)),
                                   application_name=_application_name(service),
                                   poolclass=NullPool, pool_pre_ping=False)
     _end_stray_transaction_before_autocommit(engine)
