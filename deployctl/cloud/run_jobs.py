@@ -17,6 +17,7 @@ from datetime import datetime
 from deployctl import errors, interrupt
 from deployctl.cloud.clients import Clients
 from deployctl.cloud.errors import translated
+from deployctl.cloud.resend import Counted
 from deployctl.cloud.run import (
     FAILED,
     SUCCEEDED,
@@ -144,7 +145,8 @@ class RunJobs:
             overrides.task_count = task_count
         if timeout_s:
             overrides.timeout = {"seconds": timeout_s}
-        with translated(name, permission="run.jobs.run"):
+        overridden = bool(overrides.container_overrides or task_count or timeout_s)
+        with translated(name, permission="run.jobs.runWithOverrides" if overridden else "run.jobs.run"):
             op = self.clients.jobs.run_job(request=t.RunJobRequest(name=name, overrides=overrides),
                                            **self.clients.policy.call(mutation=True))
             try:
@@ -175,7 +177,7 @@ class RunJobs:
         try:
             policy = self.clients.policy.with_deadline(self.CANCEL_DEADLINE)
             with translated(execution, permission="run.executions.cancel"):
-                self.clients.executions.cancel_execution(name=execution, **policy.call())
+                self.clients.executions.cancel_execution(name=execution, **policy.call(mutation=True))
             interrupt.record(f"job {job_id}: execution {short} cancelled (its migration in progress rolls back)")
         except errors.DeployctlError as e:
             interrupt.record(f"job {job_id}: execution {short} may still be running ({e.message}); follow it "
@@ -193,7 +195,18 @@ class RunJobs:
             return [to_execution(e) for e in pager]
 
     def cancel(self, execution_name: str) -> Execution:
-        with translated(execution_name, permission="run.executions.cancel"):
-            op = self.clients.executions.cancel_execution(name=execution_name, **self.clients.policy.call())
-            self.clients.policy.wait(op)
+        """Cancel the execution and return it. A change: never resent once the server may have acted; when our own
+        resend is refused (the first attempt already ended it), the execution is read back: ended, that is done."""
+        sent = Counted(self.clients.policy.call(mutation=True))
+        try:
+            with translated(execution_name, permission="run.executions.cancel"):
+                op = self.clients.executions.cancel_execution(name=execution_name, **sent.kwargs)
+                self.clients.policy.wait(op)
+        except errors.CloudError as e:
+            if not sent.resent or e.code not in ("conflict", "failed-precondition"):
+                raise
+            current = self.execution(execution_name)
+            if not current.done:
+                raise
+            return current
         return self.execution(execution_name)

@@ -18,6 +18,7 @@ from deployctl import errors, redact
 from deployctl.cloud.clients import Clients
 from deployctl.cloud.crc32c import crc32c
 from deployctl.cloud.errors import translated
+from deployctl.cloud.resend import Counted
 
 SECRET_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
 _VERSION = re.compile(r"latest|[1-9][0-9]*")
@@ -183,16 +184,31 @@ class SecretStore:
                                     hint="retry; if it persists, check the network path to the API")
         return AccessedSecret(version=int(response.name.rsplit("/", 1)[-1]), data=data)
 
-    def _set_state(self, method: str, permission: str, secret_id: str, version: str | int) -> SecretVersion:
+    def _set_state(self, method: str, permission: str, secret_id: str, version: str | int,
+                   target: str) -> SecretVersion:
+        """A change: never resent once the server may have acted. When our own resend meets a refusal (a version
+        our first attempt already destroyed), the version is read back: in the wanted state, that is success."""
         name = self.version_name(secret_id, version)
-        with translated(name, permission=permission):
-            return _version(getattr(self._api, method)(request={"name": name}, **self._call()))
+        sent = Counted(self.clients.policy.call(mutation=True))
+        try:
+            with translated(name, permission=permission):
+                return _version(getattr(self._api, method)(request={"name": name}, **sent.kwargs))
+        except errors.CloudError as e:
+            if not sent.resent or e.code not in ("conflict", "failed-precondition"):
+                raise
+            current = self.get_version(secret_id, version)
+            if current.state != target:
+                raise
+            return current
 
     def disable(self, secret_id: str, version: str | int) -> SecretVersion:
-        return self._set_state("disable_secret_version", "secretmanager.versions.disable", secret_id, version)
+        return self._set_state("disable_secret_version", "secretmanager.versions.disable", secret_id, version,
+                               "DISABLED")
 
     def enable(self, secret_id: str, version: str | int) -> SecretVersion:
-        return self._set_state("enable_secret_version", "secretmanager.versions.enable", secret_id, version)
+        return self._set_state("enable_secret_version", "secretmanager.versions.enable", secret_id, version,
+                               "ENABLED")
 
     def destroy(self, secret_id: str, version: str | int) -> SecretVersion:
-        return self._set_state("destroy_secret_version", "secretmanager.versions.destroy", secret_id, version)
+        return self._set_state("destroy_secret_version", "secretmanager.versions.destroy", secret_id, version,
+                               "DESTROYED")

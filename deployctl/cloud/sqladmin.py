@@ -5,7 +5,8 @@
     admin.get_user("core-pg", "cross_chain_user")    # SqlUser(...) or None when the role does not exist
 
 Every call passes the client policy's retry and timeout (creates and deletes as mutations: not retried once the
-server may have acted; setting a password is safe to repeat); Google errors come back as DeployctlErrors naming the
+server may have acted; setting a password too: resent while the first update runs, Cloud SQL answers 409
+"operation in progress"); Google errors come back as DeployctlErrors naming the
 resource and, for a denial, the IAM role it needs (roles/cloudsql.viewer, .client or .admin).
 Passwords passed in are registered with redact before any call is made.
 """
@@ -155,7 +156,7 @@ class SqlAdmin:
             op = self.clients.sql_users.update(
                 request=t.SqlUsersUpdateRequest(project=self.project, instance=instance, name=name,
                                                 body=t.User(name=name, password=password)),
-                **self.clients.policy.call())
+                **self.clients.policy.call(mutation=True))
             self._wait(op, self._ref(instance, f"users/{name}"))
 
     def delete_user(self, instance: str, name: str) -> None:

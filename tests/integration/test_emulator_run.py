@@ -368,6 +368,37 @@ def test_cancel_kills_the_task(clients, jobs, emulator):
     assert not [p for p in emulator.component("run").list_processes() if p.get("execution") == name]
 
 
+def test_a_cancel_whose_reply_is_lost_is_not_resent(clients, jobs, emulator):
+    """A mutation (review 2, trust finding 9): one attempt, and the error says to check whether it was made."""
+    from deployctl.cloud.clients import Clients
+    from deployctl.cloud.policy import CallPolicy
+
+    jid = uid("cancel-lost")
+    jobs.apply(jid, task_spec(0, "60"))
+    op = clients.jobs.run_job(name=jobs.job_name(jid), **clients.policy.call())
+    name = op.metadata.name
+    deadline = time.monotonic() + 10
+    while not [p for p in emulator.component("run").list_processes() if p.get("execution") == name]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    c = Clients(emulator_host=emulator.address, policy=CallPolicy(attempt_timeout=1.0, deadline=4.0))
+    faults = emulator.state_dir / "faults.json"
+    faults.write_text(json.dumps({"drop_response_rate": 1.0, "drop_response_methods": ["CancelExecution"],
+                                  "drop_response_code": "DEADLINE_EXCEEDED"}))
+    try:
+        with pytest.raises(errors.DeployctlError) as info:
+            RunJobs(c, PROJECT, REGION).cancel(name)
+    finally:
+        faults.unlink()
+        c.close()
+    assert "check whether it was made" in info.value.hint, info.value
+    deadline = time.monotonic() + 10  # the one attempt was made: the execution ends cancelled
+    while not (ended := jobs.execution(name)).done:
+        assert time.monotonic() < deadline, ended
+        time.sleep(0.1)
+    assert ended.cancelled_count == 1
+
+
 def test_a_crashed_revision_is_restarted(run, emulator):
     import os
     import signal

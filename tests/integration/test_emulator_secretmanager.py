@@ -330,3 +330,45 @@ def test_unreachable_endpoint_is_bounded_and_says_what_to_do():
     finally:
         c.close()
     assert "deployctl local up" in info.value.hint
+
+
+# --- a version's state change is a mutation (review 2, trust finding 9) -----------------------------------------
+def _drop_replies(emulator, method: str, code: str) -> None:
+    (emulator.state_dir / "faults.json").write_text(json.dumps(
+        {"drop_response_rate": 1.0, "drop_response_methods": [method], "drop_response_code": code}))
+
+
+def test_a_state_change_whose_reply_is_lost_is_not_resent(emulator, project):
+    """DEADLINE_EXCEEDED after the server acted: one attempt, and the error says to check whether it was made
+    (the read policy resent it until the deadline and said nothing of the kind)."""
+    c = Clients(emulator_host=emulator.address, policy=CallPolicy(attempt_timeout=1.0, deadline=4.0))
+    store = SecretStore(c, project)
+    try:
+        store.create_secret("k")
+        store.add_version("k", "v1")
+        _drop_replies(emulator, "DisableSecretVersion", "DEADLINE_EXCEEDED")
+        try:
+            with pytest.raises(errors.DeployctlError) as info:
+                store.disable("k", 1)
+        finally:
+            (emulator.state_dir / "faults.json").unlink()
+        assert "check whether it was made" in info.value.hint, info.value
+        assert store.get_version("k", 1).state == "DISABLED"
+    finally:
+        c.close()
+
+
+def test_a_destroy_resent_by_our_own_retry_reads_the_version_back(store, emulator):
+    """The first attempt destroyed the version but its reply was lost as a quota refusal, which the policy resends;
+    the resend meets FAILED_PRECONDITION (already destroyed): reported as done, not as someone else's state."""
+    store.create_secret("k")
+    store.add_version("k", "v1")
+    _drop_replies(emulator, "DestroySecretVersion", "RESOURCE_EXHAUSTED")
+    try:
+        destroyed = store.destroy("k", 1)
+    finally:
+        (emulator.state_dir / "faults.json").unlink()
+    assert destroyed.state == "DESTROYED" and destroyed.number == 1
+    with pytest.raises(errors.CloudError) as info:  # asked again by the user: the refusal stands
+        store.destroy("k", 1)
+    assert info.value.code == "failed-precondition" and "DESTROYED" in info.value.message

@@ -189,6 +189,30 @@ def test_set_password_changes_what_the_database_accepts(admin, instance, server_
     assert _sqlstate(exc.value) == "28P01"
 
 
+def test_a_password_update_whose_reply_is_lost_is_not_resent(emulator, instance, server_ca):
+    """A mutation (review 2, trust finding 9): sent again while the first update runs, Cloud SQL answers 409
+    "operation in progress". One attempt; the error says to check whether it was made; the password was set."""
+    from deployctl.cloud.clients import Clients
+    from deployctl.cloud.policy import CallPolicy
+
+    c = Clients(emulator_host=emulator.address, policy=CallPolicy(attempt_timeout=1.0, deadline=4.0))
+    name, new = "u_" + secrets.token_hex(3), "pw-" + secrets.token_hex(6)
+    faults = emulator.state_dir / "faults.json"
+    try:
+        SqlAdmin(c, PROJECT).insert_user(instance.name, name, "first-" + secrets.token_hex(4))
+        faults.write_text(json.dumps({"drop_response_rate": 1.0, "drop_response_methods": ["Update"],
+                                      "drop_response_code": "DEADLINE_EXCEEDED"}))
+        try:
+            with pytest.raises(errors.DeployctlError) as info:
+                SqlAdmin(c, PROJECT).set_password(instance.name, name, new)
+        finally:
+            faults.unlink()
+    finally:
+        c.close()
+    assert "check whether it was made" in info.value.hint, info.value
+    assert _login(instance.private_ip, name, new, server_ca) == name
+
+
 def test_set_password_of_missing_user_is_not_found(admin, instance):
     with pytest.raises(errors.NotFound):
         admin.set_password(instance.name, "nobody_here", "whatever-pw")
