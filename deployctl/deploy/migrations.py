@@ -59,11 +59,13 @@ def status(ctx: Context, service: str) -> MigrationStatus:
     svc = ctx.config.service(service)
     if svc.database is None or svc.database.migrations is None:
         return MigrationStatus("n/a")
-    try:
-        from deployctl.migration.status import migration_status
+    from deployctl.migration.status import credentials_failed, migration_status
 
+    try:
         raw = migration_status(ctx, service)
     except Exception as e:  # noqa: BLE001 - any failure to read it is shown as the reason, never a crash
+        if credentials_failed(e):
+            raise  # no cloud read can work: the command's one error
         from deployctl import redact
 
         return MigrationStatus("unknown", reason=redact.redact(getattr(e, "message", None) or
