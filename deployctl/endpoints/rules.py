@@ -28,6 +28,8 @@ PATH_TRANSLATIONS = ("APPEND_PATH_TO_ADDRESS", "CONSTANT_ADDRESS")
 API_KEY_FIX = ("define it as `type: apiKey, name: key, in: query` (the ?key= parameter) or "
                "`type: apiKey, name: x-api-key, in: header`")
 API_KEY_PLACES = (("query", "key"), ("header", "x-api-key"))
+# A path template covers a whole segment: /{id} or /{path=**}; /items/overview.{format} is rejected by Google.
+WHOLE_SEGMENT = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_.-]*(=\*\*?)?\}$")
 
 
 @dataclass
@@ -103,6 +105,7 @@ def lint(spec: Spec, target: str = "endpoints", config_id: str | None = None,
     found: list[Finding] = []
     if not any(f.rule == "openapi-version" for f in schema):
         found += operation_ids(spec, target)
+        found += path_templates(spec)
         found += external_refs(spec)
         if spec.is_v2:
             found += v2_rules(spec, target)
@@ -151,6 +154,21 @@ def operation_ids(spec: Spec, target: str) -> list[Finding]:
                                      f"rename one of them, e.g. `operationId: {_suggest_id(at)}`", spec))
         else:
             seen[str(op_id)] = at
+    return out
+
+
+def path_templates(spec: Spec) -> list[Finding]:
+    """Endpoints and API Gateway take a path parameter only as a whole segment (their OpenAPI limitations)."""
+    paths = spec.data.get("paths")
+    out = []
+    for route in paths if isinstance(paths, dict) else []:
+        partial = [seg for seg in str(route).split("/") if ("{" in seg or "}" in seg) and not WHOLE_SEGMENT.match(seg)]
+        if partial:
+            out.append(Finding.error("path-template-segment", ("paths", route),
+                                     f"path {route} has a template that is not a whole segment ({partial[0]}): "
+                                     "the gateway rejects it",
+                                     "make the parameter its own segment, e.g. /items/{id}/overview instead of "
+                                     "/items/overview.{format}", spec))
     return out
 
 
@@ -298,6 +316,14 @@ def api_key_rules(spec: Spec, definitions, at: JsonPath) -> list[Finding]:
     top = spec.data.get("security")
     for path, reqs in [(("security",), top)] + [((*a, "security"), op.get("security"))
                                                   for a, op in operations(spec.data)]:
+        keyed = [n for req in (reqs if isinstance(reqs, list) else []) if isinstance(req, dict)
+                 for n in req if n in api_keys]
+        if keyed and len(reqs) > 1:
+            out.append(Finding.error("security-api-key-or", path,
+                                     f"security lists {len(reqs)} alternatives and one uses the API key "
+                                     f"{keyed[0]!r}: the gateway does not support OR with an API key",
+                                     "require them together in one requirement object "
+                                     f"(`- {{{keyed[0]}: [], <other>: []}}`), or keep only one", spec))
         for i, req in enumerate(reqs if isinstance(reqs, list) else []):
             for scheme in req if isinstance(req, dict) else []:
                 if scheme not in defs:

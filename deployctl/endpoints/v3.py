@@ -82,6 +82,13 @@ def _backends(spec: Spec) -> list[Finding]:
                                      "add `address: ${<service>}` or the backend's https URL", spec))
         else:
             out += address_finding(spec, (*at, "address"), backend["address"])
+            if "jwtAudience" not in backend and "disableAuth" not in backend:
+                out.append(Finding.warning(
+                    "backend-auth", at, f"backend {name!r} sets neither jwtAudience nor disableAuth, which "
+                    "Google's 3.x extensions ask for (it would fall back to a default audience)",
+                    "say how the gateway calls it: `jwtAudience: <the audience the backend checks>` (a private "
+                    "Cloud Run service: its URL), `disableAuth: false` for the default audience, or "
+                    "`disableAuth: true` when it takes no Google ID token", spec))
     top = data.get("x-google-backend")
     for at, op in operations(data):
         name = op.get("x-google-backend", top)

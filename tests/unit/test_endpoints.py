@@ -169,6 +169,35 @@ def test_wrong_api_key_definition():
     assert result.exit_code() == ExitCode.FAILED
 
 
+@pytest.mark.parametrize("target", rules.TARGETS)
+def test_a_path_template_that_is_not_a_whole_segment_is_an_error(target):
+    result = lint("partial_path_template.yaml", target)
+    [err] = by_rule(result, "path-template-segment")
+    assert err.path == "paths./v1/keys/verify.{format}" and "verify.{format}" in err.message
+    assert result.exit_code() == ExitCode.FAILED and not by_rule(result, "openapi-schema")  # /{id}: whole
+    assert [bool(rules.WHOLE_SEGMENT.match(seg)) for seg in ("{id}", "{path=**}", "prefix_{id}_suffix", "{a}{b}")] == [
+        True, True, False, False]
+
+
+@pytest.mark.parametrize("target", rules.TARGETS)
+def test_an_api_key_as_one_of_several_alternatives_is_an_error(target):
+    result = lint("api_key_or.yaml", target)
+    [err] = by_rule(result, "security-api-key-or")  # the operation's AND of both is fine
+    assert err.path == "security" and "api_key" in err.message and "{api_key: [], <other>: []}" in err.fix
+    assert result.exit_code() == ExitCode.FAILED
+
+
+@pytest.mark.parametrize("target", rules.TARGETS)
+def test_a_v3_backend_without_jwt_audience_or_disable_auth_is_a_warning(target):
+    name = "openapi3_backend_no_auth.yaml"
+    result = lint(name, target)
+    [warn] = by_rule(result, "backend-auth")
+    assert warn.severity == "warning" and warn.path == "x-google-api-management.backends.fiat"
+    assert "jwtAudience" in warn.fix and "disableAuth" in warn.fix
+    if target == "api-gateway":
+        assert result.exit_code() == ExitCode.DEGRADED
+
+
 def test_bad_config_id_from_option():
     result = lint("valid_v2.yaml", "api-gateway", config_id="Gateway_V1")
     [err] = by_rule(result, "config-id")
