@@ -99,10 +99,28 @@ def test_both_ci_jobs_run_the_same_deployctl_steps():
     steps = {name: _deployctl_steps(runs) for name, runs in jobs.items()}
     expected = [("config", "validate"), ("doctor",), ("--yes", "migrate", "--all"), ("--yes", "deploy", "--all"),
                 ("verify", "--all", "--junit-xml", "REPORT")]
+    # the one difference: against Google the database is on a private IP, so doctor probes it inside the VPC
+    assert ("doctor", "--in-vpc") in steps["deploy-dev"], steps["deploy-dev"]
+    steps["deploy-dev"] = [("doctor",) if s == ("doctor", "--in-vpc") else s for s in steps["deploy-dev"]]
     for name, found in steps.items():
         assert found == expected, (name, found)
         doctor = [r for r in jobs[name] if re.search(r"deployctl doctor\b", r)]
         assert len(doctor) == 1 and ACCEPTS_WARNINGS in doctor[0], (name, doctor)
+
+
+def test_the_google_job_can_pass_doctor_from_a_hosted_runner():
+    """A GitHub-hosted runner reaches neither a private-IP database nor a state file on someone's machine, and
+    doctor's admin reads need more than the Cloud SQL client role (review 2, trust finding 5)."""
+    from typer.testing import CliRunner
+
+    from deployctl.cli.main import app
+
+    text = (ROOT / "docs" / "ci.md").read_text("utf-8")
+    assert "deployctl doctor --in-vpc || [ $? -eq 3 ]" in text
+    assert "--in-vpc" in CliRunner().invoke(app, ["doctor", "--help"], env={"COLUMNS": "200"}).output
+    assert 'terraform_state_command = "terraform -chdir=infra state pull"' in text
+    assert "hashicorp/setup-terraform" in text and "terraform -chdir=infra init" in text
+    assert "roles/cloudsql.viewer" in text and "roles/cloudsql.client" in text
 
 
 def test_the_ci_doc_shows_both_jobs_and_completion():
