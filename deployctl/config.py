@@ -313,6 +313,10 @@ class Config(Model):
     def vpc_connector_for(self, name: str) -> str | None:
         return self.services[name].vpc_connector or self.network.vpc_connector
 
+    def service_account_for(self, name: str) -> str | None:
+        """What the service's revisions, and its migration and probe jobs, run as."""
+        return self.services[name].service_account or self.environment.service_account
+
     def resolve(self, path: Path) -> Path:
         """A path from the config, relative to the project root."""
         return path if path.is_absolute() else (self.root or Path.cwd()) / path

@@ -48,7 +48,7 @@ def run(f, service: str, t, candidates) -> dict:
     spec = ContainerSpec(image=image, command=["python", "-m", "deployctl.checks.vpcprobe"], args=args,
                          secrets=secrets, vpc_connector=ctx.config.vpc_connector_for(service),
                          egress=ctx.config.network.egress, labels={"managed-by": "deployctl", "purpose": "doctor"},
-                         service_account=svc_cfg.service_account)
+                         service_account=ctx.config.service_account_for(service))
     job_id = JOB.format(service=service)
     ctx.progress(service, f"running the database probe inside the VPC as job {job_id}", detail=True)
     f.run_jobs.apply(job_id, spec, timeout_s=int(f.probe_timeout * 6 + 30))

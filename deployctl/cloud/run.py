@@ -181,7 +181,8 @@ class RunServices:
         merged = {**(current.annotations if current else {}), **(annotations or {})}
         svc.annotations = {k: v for k, v in merged.items() if v}
         policy = self.clients.policy
-        with translated(name, permission="run.services.create" if current is None else "run.services.update"):
+        with translated(name, permission="run.services.create" if current is None else "run.services.update",
+                        service_account=spec.service_account):
             if current is None:
                 svc.name = ""
                 op = self.clients.services.create_service(parent=self.parent, service=svc, service_id=service_id,

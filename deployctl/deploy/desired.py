@@ -131,7 +131,7 @@ def build(ctx: Context, name: str, pinner: SecretPinner, url_of: UrlOf | None = 
         image=svc.image, command=list(svc.command or []), args=list(svc.args or []), env=env, secrets=secrets,
         port=svc.port, startup_path=probe.path, probe_period=period, probe_failures=probe.failure_threshold,
         probe_timeout=_probe_timeout(name, probe, period), vpc_connector=cfg.vpc_connector_for(name),
-        egress=cfg.network.egress, service_account=svc.service_account or cfg.environment.service_account,
+        egress=cfg.network.egress, service_account=cfg.service_account_for(name),
         liveness_path=svc.health[0] if svc.health else None, min_instances=svc.min_instances,
         max_instances=svc.max_instances, cloudsql_instances=cloudsql, cpu=svc.cpu, memory=svc.memory,
         ingress=svc.ingress)
