@@ -40,6 +40,15 @@ class DeployctlError(Exception):
         return self.message
 
 
+CREDENTIALS_CODES = frozenset({"no-credentials", "credentials"})  # deployctl.cloud.clients.credentials_error
+
+
+def is_credentials_error(exc: BaseException) -> bool:
+    """No Google Cloud credentials, or ones that cannot be used: no cloud read can work, so a command fails with
+    that one error instead of a row (or an unknown database state) per service."""
+    return isinstance(exc, DeployctlError) and exc.code in CREDENTIALS_CODES
+
+
 class UsageError(DeployctlError):
     exit_code = ExitCode.USAGE
     code = "usage"

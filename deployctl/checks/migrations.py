@@ -109,6 +109,6 @@ def _next_step(d, service: str) -> str:
                f"then {again}"
     if d.code.startswith("network-"):
         return f"the job could not reach the database: see net.private-ip / net.vpc-connector above, then {again}"
-    if d.code == "sql-error" and d.sqlstate in ("42710", "42P07", "42701"):
-        return f"a partial run left objects behind: make the migration idempotent (DESIGN §7), then {again}"
+    if d.code == "already-exists":  # its hint says a partial run left objects behind, and the idempotent fix
+        return f"{d.hint}; then {again}"
     return f"{d.hint}; then {again}"

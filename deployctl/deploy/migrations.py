@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from deployctl import errors
 from deployctl.context import Context
 
 
@@ -59,12 +60,12 @@ def status(ctx: Context, service: str) -> MigrationStatus:
     svc = ctx.config.service(service)
     if svc.database is None or svc.database.migrations is None:
         return MigrationStatus("n/a")
-    from deployctl.migration.status import credentials_failed, migration_status
+    from deployctl.migration.status import migration_status
 
     try:
         raw = migration_status(ctx, service)
     except Exception as e:  # noqa: BLE001 - any failure to read it is shown as the reason, never a crash
-        if credentials_failed(e):
+        if errors.is_credentials_error(e):
             raise  # no cloud read can work: the command's one error
         from deployctl import redact
 

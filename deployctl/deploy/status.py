@@ -14,7 +14,6 @@ from deployctl.deploy import gate as gate_mod
 from deployctl.deploy import migrations
 from deployctl.deploy.gate import ProbeResult
 from deployctl.deploy.migrations import MigrationStatus
-from deployctl.migration.status import credentials_failed
 
 MAX_THREADS = 64
 
@@ -64,7 +63,7 @@ def collect(ctx: Context, names: list[str], *, probe_timeout: float = gate_mod.P
             except errors.Unreachable:  # no cloud, no matrix: one clear error instead of a table of them
                 raise
             except errors.DeployctlError as e:
-                if credentials_failed(e):  # likewise without credentials: one error, not one per service
+                if errors.is_credentials_error(e):  # likewise without credentials: one error, not one per service
                     raise
                 rows[name] = ServiceStatus(name, False, error=e.message, error_code=e.code, error_hint=e.hint)
                 continue

@@ -51,7 +51,7 @@ def job_spec(ctx: Context, service: str, tree: Tree, cred: Credential, *, lock_w
     return ContainerSpec(image=svc.image, command=["python", "-m", "alembic"],
                          args=["-c", tree.relative_ini(ctx.project_root), "upgrade", "head"], env=env,
                          secrets=secrets, vpc_connector=ctx.config.vpc_connector_for(service),
-                         egress=ctx.config.network.egress, service_account=svc.service_account,
+                         egress=ctx.config.network.egress, service_account=ctx.config.service_account_for(service),
                          labels={"managed-by": "deployctl", "deployctl-service": service})
 
 

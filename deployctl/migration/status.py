@@ -17,13 +17,6 @@ from deployctl import errors
 from deployctl.context import Context
 
 DEFAULT_TIMEOUT = 5.0
-CREDENTIALS_CODES = frozenset({"no-credentials", "credentials"})  # deployctl.cloud.clients.credentials_error
-
-
-def credentials_failed(exc: BaseException) -> bool:
-    """No Google Cloud credentials, or ones that cannot be used: no cloud read can work, so the command fails
-    with that one error instead of a row (or an unknown database state) per service."""
-    return isinstance(exc, errors.DeployctlError) and exc.code in CREDENTIALS_CODES
 EXISTS_SQL = "SELECT to_regclass('alembic_version') IS NOT NULL"
 
 
@@ -139,7 +132,7 @@ def migration_status(ctx: Context, service: str, *, timeout: float = DEFAULT_TIM
     except (errors.Unreachable, errors.PermissionDenied):
         raise  # the cloud API itself failed: the command fails (exit 1), it is not a database state
     except Exception as e:  # noqa: BLE001 - an unreadable database is a status, not a crash
-        if credentials_failed(e):
+        if errors.is_credentials_error(e):
             raise  # no credentials (exit 2): not a database state either, so never "degraded"
         user = ctx.config.services[service].database.user
         reason, state, why, code = _unknown_reason(e, service, user, source)

@@ -141,3 +141,15 @@ def test_one_plan_per_written_secret():
     plans = fixes.collect(f, [report("secret.url", "strip-newline", {"secret": "cross-chain-database-url"}),
                               report("dsn.lint", "rewrite-url", {"service": SVC})])
     assert [p.fix for p in plans] == ["rewrite-url"] and set(plans[0].checks) == {"secret.url", "dsn.lint"}
+
+
+def test_a_job_that_met_objects_a_partial_run_left_gets_the_idempotent_fix_as_its_next_step():
+    """migrations.last-job: 42701/42710/42P07 are classified `already-exists` (db/sqlstate.py); the next step is
+    that diagnosis's fix, then the migration again."""
+    from deployctl.checks.migrations import _next_step
+    from deployctl.db.sqlstate import _by_sqlstate
+
+    d = _by_sqlstate("42701", 'column "external_ref" of relation "deposits" already exists')
+    step = _next_step(d, "fiat-gateway")
+    assert d.code == "already-exists" and "if_not_exists=True" in step, step
+    assert step.endswith("then deployctl migrate fiat-gateway"), step

@@ -26,3 +26,16 @@ def test_a_services_own_account_wins_and_none_anywhere_is_none():
     assert own.service_account_for(name) == "own@p.iam.gserviceaccount.com"
     assert local.environment.service_account is None and local.services[name].service_account is None
     assert local.service_account_for(name) is None  # Cloud Run's default account: nothing is sent
+
+
+def test_the_migration_job_runs_as_the_services_account():
+    from deployctl.context import Context
+    from deployctl.dbtarget import Credential
+    from deployctl.migration.job_runner import job_spec
+    from deployctl.migration.tree import tree_for
+
+    ctx = Context(env="dev", config_dir=ROOT / "configs")
+    cred = Credential(url="postgresql+pg8000://u:p@10.20.0.3/db", secret="fiat-database-url", version=3, kind="url")
+    spec = job_spec(ctx, "fiat-gateway", tree_for(ctx, "fiat-gateway"), cred)
+    assert spec.service_account == "deployctl-runtime@acme-dev.iam.gserviceaccount.com"
+    assert spec.secrets == {"DATABASE_URL": "fiat-database-url:3"}
