@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from deployctl import redact
 
@@ -31,6 +31,7 @@ class Outcome:
     next_step: str = ""
     fix: str | None = None
     fix_args: dict = field(default_factory=dict)
+    after_failure: bool = False  # skipped because a dependency failed, directly or through other skips
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -127,7 +128,9 @@ def run(checks: list[Check], env, *, max_workers: int = 16,
                 pending.remove(check)
                 d = reports[blocked[0]]
                 why = "failed" if d.outcome.status == FAIL else "was skipped"
-                finish(check, skipped(f"{d.check.id} {why}"), 0.0)
+                finish(check, replace(skipped(f"{d.check.id} {why}"),
+                                      after_failure=any(reports[b].outcome.status == FAIL or
+                                                        reports[b].outcome.after_failure for b in blocked)), 0.0)
             elif all(d in reports for d in deps) and len(running) < max_workers:
                 pending.remove(check)
                 t = threading.Thread(target=worker, args=(check,), name=f"check {check.key}", daemon=True)

@@ -107,9 +107,11 @@ def _group(reports: dict, services: list[str]) -> list[ServiceOut]:
         groups.setdefault(r.check.service or ENVIRONMENT, []).append(CheckOut(
             id=r.check.id, title=r.check.title, status=o.status, cause=o.cause, evidence=o.evidence,
             next_step=o.next_step, elapsed=round(r.elapsed, 3), fixable=bool(o.fix)))
+    # A group is not "pass" while some of its checks could not run because a check they need failed.
+    unproven = {r.check.service or ENVIRONMENT for r in reports.values() if r.outcome.after_failure}
     out = []
     for name, checks in groups.items():
-        statuses = {c.status for c in checks}
+        statuses = {c.status for c in checks} - ({"pass"} if name in unproven else set())
         status = next((s for s in ("fail", "warn", "pass") if s in statuses), "skip")
         out.append(ServiceOut(service=name, status=status, checks=checks))
     return out

@@ -29,6 +29,28 @@ def test_dependents_of_a_failure_are_skipped_with_the_reason():
     assert r["b"].outcome.status == "skip" and r["b"].outcome.cause == "a failed"
     assert r["c"].outcome.status == "skip" and r["c"].outcome.cause == "b was skipped"
     assert ran == []
+    assert r["b"].outcome.after_failure and r["c"].outcome.after_failure  # through a skip, still a failure's
+
+
+def test_a_skip_for_a_checks_own_reason_is_not_after_a_failure():
+    def not_deployed(e):
+        raise engine.Skip("not deployed")
+
+    checks = [Check("a", "a", not_deployed), Check("b", "b", lambda e: passed(), depends=["a"])]
+    r = engine.run(checks, None)
+    assert r["a"].outcome.status == r["b"].outcome.status == "skip"
+    assert not r["a"].outcome.after_failure and not r["b"].outcome.after_failure
+
+
+def test_a_service_is_not_shown_as_passing_while_checks_it_needs_could_not_run():
+    from deployctl.commands.doctor import _group
+
+    checks = [Check("env", "env", lambda e: failed("no credentials")),
+              Check("heads", "heads", lambda e: passed(), service="svc"),
+              Check("login", "login", lambda e: passed(), depends=["env"], service="svc"),
+              Check("other", "other", lambda e: passed(), service="ok")]
+    groups = {g.service: g.status for g in _group(engine.run(checks, None), ["svc", "ok"])}
+    assert groups == {"environment": "fail", "svc": "skip", "ok": "pass"}, groups
 
 
 def test_a_check_that_overruns_fails_and_is_not_waited_for():
