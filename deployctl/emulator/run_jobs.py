@@ -245,6 +245,9 @@ class JobsApi:
             except OSError as e:
                 return False, f"the container could not be started: {e}", attempt
             run.keys.add(key)
+            if run.cancelled.is_set():  # cancelled while it was being spawned: _cancel did not see its key
+                self.processes.terminate(key)
+                return False, "cancelled", attempt
             if not child.exited.wait(timeout):
                 self.processes.terminate(key)
                 reason = f"Task {index} timed out after {timeout:g}s and was stopped."

@@ -368,6 +368,23 @@ def test_cancel_kills_the_task(clients, jobs, emulator):
     assert not [p for p in emulator.component("run").list_processes() if p.get("execution") == name]
 
 
+def test_a_cancel_right_after_the_run_ends_the_execution(clients, jobs, emulator):
+    """Cancelled while its task is being spawned (Ctrl-C just after `migrate` started its job): the task that
+    was starting is stopped too, instead of running to its end."""
+    jid = uid("cancel-early")
+    jobs.apply(jid, task_spec(0, "60"))
+    for _ in range(3):  # the race is in the first tens of milliseconds: try it a few times
+        op = clients.jobs.run_job(name=jobs.job_name(jid), **clients.policy.call())
+        name = op.metadata.name
+        started = time.monotonic()
+        cancelled = jobs.cancel(name)
+        assert cancelled.done and not cancelled.succeeded, cancelled
+        assert time.monotonic() - started < 5
+        with pytest.raises(gexc.Cancelled):
+            clients.policy.wait(op, deadline=10)
+        assert not [p for p in emulator.component("run").list_processes() if p.get("execution") == name]
+
+
 def test_a_cancel_whose_reply_is_lost_is_not_resent(clients, jobs, emulator):
     """A mutation (review 2, trust finding 9): one attempt, and the error says to check whether it was made."""
     from deployctl.cloud.clients import Clients
