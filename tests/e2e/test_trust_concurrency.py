@@ -157,9 +157,10 @@ def test_concurrent_writers_never_corrupt_a_state_file(tmp_path):
 
     def read_all_along() -> None:
         while not stop.is_set():
+            followed = path  # read once: the test points `path` at the shared file midway
             try:
-                if path.exists():
-                    json.loads(path.read_text("utf-8"))
+                if followed.exists():
+                    json.loads(followed.read_text("utf-8"))
             except (ValueError, FileNotFoundError) as e:  # FileNotFoundError: the name was ever missing
                 bad_reads.append(repr(e))
 
