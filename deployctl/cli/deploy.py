@@ -8,6 +8,7 @@ import typer
 
 from deployctl.cli import common
 from deployctl.cli.common import execute
+from deployctl.errors import ExitCode
 
 
 def deploy(ctx: typer.Context,
@@ -53,8 +54,10 @@ def status(ctx: typer.Context, services: list[str] = typer.Argument(None, help="
     try:
         while True:
             code = common.run(st, "status:status", services or None, schema="status")
-            if code == 130:
+            if code == ExitCode.INTERRUPTED:
                 break
+            if code == ExitCode.USAGE:  # bad usage or configuration, no credentials: refreshing cannot mend it
+                raise typer.Exit(int(code))
             time.sleep(interval)
     except KeyboardInterrupt:
         pass

@@ -20,7 +20,9 @@ def no_adc_cli(tmp_path_factory):
 
 
 @pytest.mark.parametrize("args", [["status"], ["migrate", "status"], ["migrate", "status", "fiat-gateway"],
-                                  ["migrate", "--all"], ["migrate", "fiat-gateway", "--runner", "local"]])
+                                  ["migrate", "--all"], ["migrate", "fiat-gateway", "--runner", "local"],
+                                  # --watch printed this error every interval until killed, then exited 0
+                                  ["status", "--watch", "--interval", "0.5"]])
 def test_one_credentials_error_with_exit_2(no_adc_cli, args):
     run = no_adc_cli("--env", "dev", *args, timeout=60)
     assert run.code == 2, run.output
