@@ -16,6 +16,13 @@ from deployctl.errors import UsageError
 
 JsonPath = tuple[str | int, ...]
 
+# A YAML alias is built again wherever it is used, so a few aliases of aliases in a few hundred bytes expand to
+# millions of values (a "billion laughs" document: 330 bytes took 22 s and 1.5 GB, one more line four times
+# that). The values built through aliases are counted and the document is refused beyond this many; the shared
+# parameters and responses of a real spec stay far below it.
+MAX_ALIASED_VALUES = 100_000
+_PLAIN_COLLECTIONS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
 
 class SpecError(UsageError):
     code = "spec-syntax"
@@ -145,18 +152,30 @@ def _parse_yaml(text: str, path: Path):
                         code="spec-empty")
     spans: dict[JsonPath, Span] = {}
     try:
-        data = _build(root, (), spans, loader, path, depth=0)
+        data = _build(root, (), spans, loader, path, depth=0, built={"nodes": set(), "aliased": 0})
     finally:
         loader.dispose()
     return data, spans
 
 
-def _build(node, at: JsonPath, spans: dict, loader, path: Path, depth: int):
+def _build(node, at: JsonPath, spans: dict, loader, path: Path, depth: int, built: dict):
     import yaml
 
     if depth > 200:  # an alias that refers to itself
         raise SpecError(f"{path}:{node.start_mark.line + 1}: the document nests too deep (a recursive alias?)",
                         hint="remove the recursive YAML alias")
+    if id(node) in built["nodes"]:  # built before: this is (inside) an alias
+        built["aliased"] += 1
+        if built["aliased"] > MAX_ALIASED_VALUES:
+            raise SpecError(f"{path}: its YAML aliases expand to more than {MAX_ALIASED_VALUES:,} values "
+                            "(aliases of aliases?)", hint="write the repeated parts out, or use $ref",
+                            code="spec-too-large")
+    else:
+        built["nodes"].add(id(node))
+    if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _PLAIN_COLLECTIONS:
+        line = node.start_mark.line + 1
+        raise SpecError(f"{path}:{line}: could not determine a constructor for the tag {node.tag!r}",
+                        hint="use plain YAML values (no custom tags)", details={"line": line})
     spans.setdefault(at, Span(node.start_mark.line + 1, node.start_mark.index, node.end_mark.index))
     if isinstance(node, yaml.MappingNode):
         out: dict = {}
@@ -164,7 +183,7 @@ def _build(node, at: JsonPath, spans: dict, loader, path: Path, depth: int):
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: the mapping's own keys win
                 for source in (value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]):
-                    value = _build(source, at, {}, loader, path, depth + 1)
+                    value = _build(source, at, {}, loader, path, depth + 1, built)
                     if isinstance(value, dict):
                         merged = {**value, **merged}
                 continue
@@ -174,10 +193,10 @@ def _build(node, at: JsonPath, spans: dict, loader, path: Path, depth: int):
                 raise SpecError(f"{path}:{line}: duplicate key {key!r} in {dotted(at)} (YAML keeps only the last)",
                                 hint=f"remove or rename one of the two {key!r} entries",
                                 code="spec-duplicate-key", details={"line": line})
-            out[key] = _build(value_node, (*at, key), spans, loader, path, depth + 1)
+            out[key] = _build(value_node, (*at, key), spans, loader, path, depth + 1, built)
         return {**merged, **out}
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*at, i), spans, loader, path, depth + 1) for i, item in enumerate(node.value)]
+        return [_build(item, (*at, i), spans, loader, path, depth + 1, built) for i, item in enumerate(node.value)]
     try:
         return loader.construct_object(node, deep=True)
     except yaml.constructor.ConstructorError as e:
