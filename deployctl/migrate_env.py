@@ -296,7 +296,7 @@ def run_online(context, service: str) -> None:
                                            {"k": advisory_lock_key(service)})
                         connection.commit()
     finally:
-        engine.dispose()
+        runtime.dispose(engine)
 
 
 def _sync_url(url: str):

@@ -19,6 +19,7 @@ import ssl
 import sys
 import threading
 import warnings
+import weakref
 from urllib.parse import quote
 
 from deployctl.errors import ConfigError  # stdlib-only, like this module
@@ -323,8 +324,9 @@ def build_engine(url=None, *, statement_timeout_ms: int = DEFAULT_STATEMENT_TIME
     if spec:
         timeout = connect_args.pop("timeout", DEFAULT_CONNECT_TIMEOUT)
         connect_args.pop("ssl_context", None)  # the connector's socket is already TLS
-        engine_kw["creator"] = connector_creator(spec, timeout=timeout, **connect_args)
+        engine_kw["creator"] = creator = connector_creator(spec, timeout=timeout, **connect_args)
         engine = create_engine(engine_url.set(query={}), **engine_kw)
+        _connectors[engine] = creator.connector
     else:
         engine = create_engine(engine_url, connect_args=connect_args, **engine_kw)
     if driver == "pg8000":
@@ -349,6 +351,20 @@ def build_async_engine(url=None, *, statement_timeout_ms: int = DEFAULT_STATEMEN
     return create_async_engine(engine_url, connect_args=connect_args, **engine_kw)
 
 
+# Connector mode: the Cloud SQL connector of each engine. It runs an event loop in a thread of its own that
+# engine.dispose() knows nothing of: dispose(engine) ends it too.
+_connectors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def dispose(engine) -> None:
+    """engine.dispose(), and for a connector-mode engine also close its Cloud SQL connector (its thread, event
+    loop and HTTP session would otherwise stay for the life of the process, one more per engine built)."""
+    engine.dispose()
+    connector = _connectors.pop(engine, None)
+    if connector is not None:
+        connector.close()
+
+
 _engine = None
 _engine_lock = threading.Lock()
 
@@ -368,7 +384,7 @@ def reset_engine() -> None:
     global _engine
     with _engine_lock:
         if _engine is not None:
-            _engine.dispose()
+            dispose(_engine)
         _engine = None
 
 

@@ -75,7 +75,7 @@ def read_current(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
                     return []
                 return sorted(r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version")))
         finally:
-            engine.dispose()
+            runtime.dispose(engine)
     from deployctl.db.connect import connect
 
     conn = connect(url, timeout=timeout, application_name="deployctl-migrate-status")

@@ -363,13 +363,14 @@ def test_runtime_engine_in_connector_mode(monkeypatch, emulator, instance, app_u
     good = dsn.build(driver="pg8000", user=user, password=password, database=db,
                      instance_connection_name=instance.connection_name, ip_type="private")
     assert good.connector and "host" not in good.masked.split("@", 1)[1].split("?")[0]
+    before = connector_threads()
     engine = runtime.build_engine(good.url)
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT current_user, ssl FROM pg_stat_ssl "
                                      "WHERE pid = pg_backend_pid()")).one()[0] == user
     finally:
-        engine.dispose()
+        runtime.dispose(engine)
     bad = dsn.build(driver="pg8000", user=user, password="not-the-password", database=db,
                     instance_connection_name=instance.connection_name, ip_type="private")
     engine = runtime.build_engine(bad.url)
@@ -378,7 +379,32 @@ def test_runtime_engine_in_connector_mode(monkeypatch, emulator, instance, app_u
             pass
         assert sqlstate_of(exc.value) == "28P01"
     finally:
-        engine.dispose()
+        runtime.dispose(engine)
+    assert connector_threads() == before  # each engine's connector (its event loop thread) ended with it
+
+
+def connector_threads() -> int:
+    """Live threads running a Cloud SQL connector's background event loop."""
+    import threading
+
+    return sum(1 for t in threading.enumerate() if "run_forever" in t.name)
+
+
+def test_reading_the_migration_state_in_connector_mode_leaves_no_connector_running(monkeypatch, emulator,
+                                                                                   instance, app_user):
+    """`migrate status`, the status matrix and deploy read alembic_version once per service (status --watch:
+    every refresh); each read in connector mode left its connector's thread, event loop and HTTP session."""
+    from deployctl import dsn
+    from deployctl.migration.status import read_current
+
+    user, password, db = app_user
+    monkeypatch.setenv("DEPLOYCTL_SQLADMIN_ENDPOINT", emulator.rest_address)
+    url = dsn.build(driver="pg8000", user=user, password=password, database=db,
+                    instance_connection_name=instance.connection_name, ip_type="private").url
+    before = connector_threads()
+    for _ in range(3):
+        assert read_current(url) == []  # no alembic_version table in this database
+    assert connector_threads() == before
 
 
 def test_a_cluster_directory_someone_else_controls_is_refused(tmp_path):
