@@ -49,7 +49,8 @@ class Context:
     ask: Callable[[str], bool] | None = None  # set by the CLI when a person can answer
 
     def __post_init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # builds the clients once, whichever thread asks first
+        self._clients = None
 
     @cached_property
     def config(self) -> Config:
@@ -96,9 +97,19 @@ class Context:
             return self.state_dir / "terraform.tfstate"
         return None
 
-    @cached_property
+    @property
     def clients(self):
-        """The Google clients, against the local cloud (started if needed) or Application Default Credentials."""
+        """The Google clients, against the local cloud (started if needed) or Application Default Credentials.
+
+        Built once per context, also when concurrent threads ask first (doctor's checks do): a cached_property
+        has no lock since Python 3.12, and each thread built Clients of its own (a channel and a breaker each,
+        and a local cloud started or checked again)."""
+        with self._lock:
+            if self._clients is None:
+                self._clients = self._build_clients()
+            return self._clients
+
+    def _build_clients(self):
         from deployctl.cloud.clients import Clients
         from deployctl.cloud.policy import DEFAULT
 
