@@ -7,11 +7,11 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deployctl.errors import ConfirmationRequired, StateDirError
+from deployctl.lazy import once_property
 
 if TYPE_CHECKING:
     from deployctl.config import Config
@@ -52,7 +52,7 @@ class Context:
         self._lock = threading.Lock()  # builds the clients once, whichever thread asks first
         self._clients = None
 
-    @cached_property
+    @once_property
     def config(self) -> Config:
         from deployctl.config import load  # pydantic: only when a command needs the config
 

@@ -13,12 +13,11 @@ import dataclasses
 import functools
 import os
 import re
-import threading
 import time
-from functools import cached_property
 
 from deployctl import errors
 from deployctl.cloud.policy import DEFAULT, Breaker, CallPolicy
+from deployctl.lazy import once_property
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # grpc's C core prints handshake noise otherwise
 
@@ -31,13 +30,12 @@ class Clients:
         self.client_options = client_options  # Google only: e.g. {"api_endpoint": a regional or PSC endpoint}
         # Each Clients has its own breaker: the channel below reports to it whether the endpoint answers.
         self.policy = policy if policy.breaker else dataclasses.replace(policy, breaker=Breaker())
-        self._lock = threading.Lock()
 
     @property
     def emulated(self) -> bool:
         return self.emulator_host is not None
 
-    @cached_property
+    @once_property
     def channel(self):
         import grpc
 
@@ -47,27 +45,27 @@ class Clients:
         return grpc.intercept_channel(channel, _outcome_watcher(self.policy.breaker))
 
     def _make(self, client_cls, transport_cls):
-        with self._lock:
-            if self.emulator_host:
-                return client_cls(transport=transport_cls(channel=self.channel))
-            watcher = _outcome_watcher(self.policy.breaker)
+        # called only from once_property getters: client construction is serialised by the instance's lock
+        if self.emulator_host:
+            return client_cls(transport=transport_cls(channel=self.channel))
+        watcher = _outcome_watcher(self.policy.breaker)
 
-            def watched_channel(*args, **kwargs):  # what the transport would build, plus the outcome watcher
-                import grpc
+        def watched_channel(*args, **kwargs):  # what the transport would build, plus the outcome watcher
+            import grpc
 
-                return grpc.intercept_channel(transport_cls.create_channel(*args, **kwargs), watcher)
+            return grpc.intercept_channel(transport_cls.create_channel(*args, **kwargs), watcher)
 
-            try:
-                return client_cls(transport=functools.partial(transport_cls, channel=watched_channel),
-                                  client_options=self.client_options)
-            except Exception as exc:
-                auth = credentials_error(exc)
-                if auth is None:
-                    raise
-                raise auth from exc
+        try:
+            return client_cls(transport=functools.partial(transport_cls, channel=watched_channel),
+                              client_options=self.client_options)
+        except Exception as exc:
+            auth = credentials_error(exc)
+            if auth is None:
+                raise
+            raise auth from exc
 
     # --- Secret Manager ------------------------------------------------------------------------------
-    @cached_property
+    @once_property
     def secret_manager(self):
         from google.cloud import secretmanager_v1
         from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
@@ -86,19 +84,19 @@ class Clients:
         prefix = "".join(p.capitalize() for p in name.split("_"))
         return self._make(getattr(run_v2, f"{prefix}Client"), getattr(module, f"{prefix}GrpcTransport"))
 
-    @cached_property
+    @once_property
     def services(self):
         return self._run("services")
 
-    @cached_property
+    @once_property
     def revisions(self):
         return self._run("revisions")
 
-    @cached_property
+    @once_property
     def jobs(self):
         return self._run("jobs")
 
-    @cached_property
+    @once_property
     def executions(self):
         return self._run("executions")
 
@@ -112,24 +110,24 @@ class Clients:
         prefix = "".join(p.capitalize() for p in name.split("_"))
         return self._make(getattr(sqladmin_v1, f"{prefix}Client"), getattr(module, f"{prefix}GrpcTransport"))
 
-    @cached_property
+    @once_property
     def sql_instances(self):
         return self._sql("sql_instances_service")
 
-    @cached_property
+    @once_property
     def sql_users(self):
         return self._sql("sql_users_service")
 
-    @cached_property
+    @once_property
     def sql_databases(self):
         return self._sql("sql_databases_service")
 
-    @cached_property
+    @once_property
     def sql_operations(self):
         return self._sql("sql_operations_service")
 
     # --- Logging v2 ----------------------------------------------------------------------------------
-    @cached_property
+    @once_property
     def logging(self):
         from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2Client
         from google.cloud.logging_v2.services.logging_service_v2.transports import (

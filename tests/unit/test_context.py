@@ -39,3 +39,46 @@ def test_concurrent_first_use_builds_the_clients_once(monkeypatch):
     for t in threads:
         t.join(10)
     assert len(built) == 1 and all(c is built[0] for c in seen) and len(seen) == 6, (len(built), len(seen))
+
+
+def _at_once(n: int, fn) -> list:
+    barrier, seen = threading.Barrier(n), []
+
+    def run() -> None:
+        barrier.wait()
+        seen.append(fn())
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return seen
+
+
+def test_once_property_computes_once_under_concurrent_first_use():
+    """What ctx.config and every Clients property use instead of cached_property (no lock since 3.12)."""
+    from deployctl.lazy import once_property
+
+    calls = []
+
+    class Thing:
+        @once_property
+        def value(self):
+            calls.append(1)
+            time.sleep(0.05)
+            return object()
+
+        @once_property
+        def outer(self):  # one property using another under the same (re-entrant) lock
+            return self.value
+
+    thing = Thing()
+    seen = _at_once(8, lambda: thing.outer)
+    assert len(calls) == 1 and len(seen) == 8 and all(v is thing.value for v in seen)
+
+
+def test_each_cloud_client_is_built_once_under_concurrent_first_use():
+    clients = clients_mod.Clients(emulator_host="127.0.0.1:1")  # grpc channels connect lazily: nothing dialled
+    seen = _at_once(6, lambda: clients.services)
+    assert len({id(c) for c in seen}) == 1 and seen[0] is clients.services
