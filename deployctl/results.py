@@ -30,13 +30,3 @@ class Result(BaseModel):
 
     def view(self) -> list[Block]:
         return [Line(str(self.model_dump(mode="json")))]
-
-
-class Message(Result):
-    """A result that is just a sentence (e.g. "stopped the local cloud")."""
-
-    schema_name: ClassVar[str] = "message"
-    message: str
-
-    def view(self) -> list[Block]:
-        return [Line(self.message, "ok")]

@@ -38,10 +38,6 @@ def severity_of(stream: str, payload: dict | None) -> str:
     return "ERROR" if stream == "stderr" else "INFO"
 
 
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def parse_time(text: str) -> float:
     text = text.strip().replace("Z", "+00:00")
     dt = datetime.fromisoformat(text)

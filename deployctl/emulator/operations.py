@@ -51,13 +51,6 @@ class Operations:
                                           "created": time.time()})
         return name
 
-    def update_metadata(self, name: str, metadata) -> None:
-        with self.store.locked():
-            rec = self.store.get(COLLECTION, name)
-            if rec and not rec["done"]:
-                rec["metadata"] = _pack(metadata)
-                self.store.put(COLLECTION, name, rec)
-
     def finish(self, name: str, *, response=None, error: tuple[grpc.StatusCode, str] | None = None,
                metadata=None) -> None:
         with self.store.locked():

@@ -265,12 +265,6 @@ class Cluster:
         finally:
             conn.close()
 
-    def role_exists(self, name: str) -> bool:
-        return bool(self.execute("SELECT 1 FROM pg_roles WHERE rolname = :n", n=name))
-
-    def database_exists(self, name: str) -> bool:
-        return bool(self.execute("SELECT 1 FROM pg_database WHERE datname = :n", n=name))
-
     def create_role(self, name: str, password: str | None, *, login: bool = True,
                     in_role: str | None = None) -> None:
         pw = f" PASSWORD {quote_literal(scram_verifier(password))}" if password is not None else ""

@@ -178,9 +178,6 @@ class Child:
     def pid(self) -> int:
         return self.popen.pid
 
-    def tail_text(self, n: int = 10) -> str:
-        return "\n".join(list(self.tail)[-n:])
-
 
 class ProcessManager:
     def __init__(self, store: Store, owner: str) -> None:

@@ -11,7 +11,6 @@ import secrets
 import string
 import sys
 import time
-from datetime import UTC, datetime
 
 import grpc
 
@@ -56,10 +55,6 @@ def now_ts():
     ts = timestamp_pb2.Timestamp()
     ts.GetCurrentTime()
     return ts
-
-
-def rfc3339_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # --- stored messages ---------------------------------------------------------------------------------
