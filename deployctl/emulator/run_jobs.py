@@ -122,10 +122,13 @@ class JobsApi:
             rc.check_etag(req.etag, job.etag, req.name)
             if req.validate_only:
                 return self.ops.proto(self.ops.completed(rc.parent_of(req.name), job))
-        for d in self.store.list(EXECUTIONS, req.name + "/executions/"):
-            self._cancel(d["name"])
-            self.store.delete(EXECUTIONS, d["name"])
-        self.store.delete(JOBS, req.name)
+            # Gone for every other RPC now, under the lock RunJob takes: no execution can start while the
+            # ones below are stopped (which may take their grace period: not under the lock).
+            self.store.delete(JOBS, req.name)
+            executions = [d["name"] for d in self.store.list(EXECUTIONS, req.name + "/executions/")]
+        for name in executions:
+            self._cancel(name)
+            self.store.delete(EXECUTIONS, name)
         job.delete_time = rc.now_ts()
         return self.ops.proto(self.ops.completed(rc.parent_of(req.name), job))
 

@@ -368,6 +368,42 @@ def test_cancel_kills_the_task(clients, jobs, emulator):
     assert not [p for p in emulator.component("run").list_processes() if p.get("execution") == name]
 
 
+def test_a_job_being_deleted_takes_no_new_run(clients, jobs, emulator):
+    """DeleteJob stops the job's executions, which may take their grace period: the job is gone for RunJob
+    from the start, or an execution started meanwhile outlives the deleted job, running with no owner."""
+    jid = uid("delete-running")
+    stubborn = ContainerSpec(image="local/task", command=["python"], args=[
+        "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); "
+              "time.sleep(60)"])
+    jobs.apply(jid, stubborn)
+    name = jobs.job_name(jid)
+    first = clients.jobs.run_job(name=name, **clients.policy.call()).metadata.name
+    executions = lambda: [p for p in emulator.component("run").list_processes()  # noqa: E731
+                          if p.get("execution", "").startswith(name + "/")]
+    deadline = time.monotonic() + 10
+    while not executions():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    deleting = threading.Thread(target=lambda: clients.jobs.delete_job(name=name, **clients.policy.call())
+                                .result(timeout=30))
+    deleting.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                clients.jobs.get_job(name=name, **clients.policy.call())
+            except gexc.NotFound:
+                break
+            assert time.monotonic() < deadline, "the job stayed visible while it was being deleted"
+            time.sleep(0.02)
+        assert [p for p in executions() if p["execution"] == first], "expected the delete still stopping the task"
+        with pytest.raises(gexc.NotFound):
+            clients.jobs.run_job(name=name, **clients.policy.call())
+    finally:
+        deleting.join(30)
+    assert not executions()
+
+
 def test_a_cancel_right_after_the_run_ends_the_execution(clients, jobs, emulator):
     """Cancelled while its task is being spawned (Ctrl-C just after `migrate` started its job): the task that
     was starting is stopped too, instead of running to its end."""
