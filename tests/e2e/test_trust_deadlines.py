@@ -218,9 +218,11 @@ def test_an_operation_whose_polls_never_answer_ends_within_its_deadline(hanging)
         clients.close()
 
 
-# Attempts of 0.5 s in a 1.5 s deadline: one call against a silent endpoint is three attempts without an answer,
-# spanning the whole deadline, which opens the breaker; the next call is one attempt, not retried.
-SHORT = CallPolicy(attempt_timeout=0.5, deadline=1.5)
+# Attempts of 1 s in a 3 s deadline: one call against a silent endpoint is three attempts without an answer,
+# spanning the whole deadline, which opens the breaker; the next call is one attempt, not retried. ONE_ATTEMPT is
+# midway between one attempt and the whole deadline (room for a loaded 2-core machine either way).
+SHORT = CallPolicy(attempt_timeout=1.0, deadline=3.0)
+ONE_ATTEMPT = (SHORT.attempt_timeout + SHORT.deadline) / 2
 
 
 class SlowOnceServer:
@@ -319,7 +321,7 @@ def test_the_breaker_also_watches_the_google_transport(tmp_path, silent, monkeyp
         with pytest.raises(errors.Unreachable):
             store.list_secrets()
         took = time.monotonic() - start
-        assert took < SHORT.attempt_timeout + 0.5, f"the breaker did not open on the Google transport ({took:.1f}s)"
+        assert took < ONE_ATTEMPT, f"the breaker did not open on the Google transport ({took:.1f}s)"
     finally:
         clients.close()
 
@@ -356,7 +358,7 @@ def test_a_silent_endpoint_is_unreachable_with_a_hint_in_process(silent):
         start = time.monotonic()  # the breaker is open now: the next call is one attempt
         with pytest.raises(errors.Unreachable):
             store.list_secrets()
-        assert time.monotonic() - start < SHORT.attempt_timeout + 0.5
+        assert time.monotonic() - start < ONE_ATTEMPT
     finally:
         clients.close()
 

@@ -170,8 +170,8 @@ def test_a_retained_revision_that_cannot_start_again_leaves_traffic_and_marks_wh
 
 def test_two_first_deploys_at_once_one_creates_the_other_conflicts(cloud, dep):
     """Both plan "create" (the service does not exist yet); the later one must not update the earlier one's
-    service without an etag. GetService answers slowly (each read 0.7 s), so both plans are read before either
-    creates, and the second create comes 0.35 s after the first."""
+    service without an etag. GetService answers slowly (each read 2 s), so both plans are read before either
+    creates, and the second create comes 0.35 s after the first (1.65 s of room for a slow machine)."""
     name = "edges-race"
     ctxs = [cloud.ctx(service("edges-dep"), service(name, env=f'V = "{v}"', extra='depends_on = ["edges-dep"]'))
             for v in "ab"]
@@ -182,7 +182,7 @@ def test_two_first_deploys_at_once_one_creates_the_other_conflicts(cloud, dep):
     def one(i: int) -> None:
         results[i] = deploy(ctxs[i], name)
 
-    cloud.faults({"latency_ms": {"GetService": 700}})
+    cloud.faults({"latency_ms": {"GetService": 2000}})
     try:
         threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
         threads[0].start()
