@@ -255,23 +255,30 @@ def _grant_public(f: Facts, service: str, **_) -> Plan | None:
     latest = _pw(f, service, "secret-latest")
 
     def apply() -> str:
-        from deployctl.checks.dbprobe import url_for
+        from deployctl.checks.dbprobe import SESSION_SQL, url_for
         from deployctl.db.connect import connect
         from deployctl.db.sqlstate import classify
         from deployctl.errors import DatabaseError
 
         url = url_for(host=t.host, port=t.port, database=t.database, user=t.user, password=latest.password,
                       sslmode=t.ssl, timeout=f.probe_timeout, sslrootcert=t.server_ca_here)
+        hint = f"as the database owner or cloudsqlsuperuser, in {t.database}: {sql}"
         try:
             conn = connect(url, timeout=f.probe_timeout)
             try:
                 conn.run(sql)
+                # A GRANT by a role that holds no grant option succeeds with only a WARNING ("no privileges
+                # were granted"): what counts is whether the privilege is there now.
+                granted = bool(conn.run(SESSION_SQL["create_on_public"])[0][0])
             finally:
                 conn.close()
         except Exception as e:  # noqa: BLE001
             d = classify(e)
-            raise DatabaseError(f"{t.user} may not grant on schema public ({d.code})",
-                                hint=f"as the database owner or cloudsqlsuperuser, in {t.database}: {sql}") from None
+            raise DatabaseError(f"{t.user} may not grant on schema public ({d.code})", hint=hint) from None
+        if not granted:
+            raise DatabaseError(f"no privileges were granted: {t.user} neither owns schema public of {t.database} "
+                                "nor is a member of its owner (PostgreSQL accepts such a GRANT with a warning)",
+                                hint=hint)
         return f"granted CREATE on schema public to {t.user}"
 
     return Plan("grant-public", service, [f"{t.database}: {sql} (as {t.user}, which works only if it owns the "

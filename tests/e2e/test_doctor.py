@@ -95,13 +95,13 @@ def assert_no_secret(api, *outputs: str, extra: tuple[str, ...] = ()) -> None:
     assert_no_leak(set(secret_values(api)) | set(extra), *outputs)
 
 
-def superuser(api) -> pg8000.native.Connection:
+def superuser(api, database: str = "postgres") -> pg8000.native.Connection:
     """The instance's postgres user, as an admin reaches it (its password set through the admin API)."""
     import secrets
 
     password = "Su-" + secrets.token_urlsafe(18)
     api.admin.set_password("core-pg", "postgres", password)
-    return pg8000.native.Connection("postgres", password=password, host=api.ip, port=5432, database="postgres",
+    return pg8000.native.Connection("postgres", password=password, host=api.ip, port=5432, database=database,
                                     ssl_context=True, timeout=10)
 
 
@@ -439,6 +439,36 @@ def test_n_nologin_role(cloud, cloudapi):
         admin.close()
     assert doctor(cloud, FG)[0] == 0
     assert_no_secret(cloudapi, out)
+
+
+def test_o_no_create_on_public_grant_is_checked_not_assumed(cloud, cloudapi):
+    """PostgreSQL 15's public schema: a GRANT by a role without a grant option only warns ("no privileges were
+    granted"), so --fix must say it failed and how to do it, not report it done; where the user owns the schema
+    (and revoked its own CREATE), the same repair works and migrate follows."""
+    admin = superuser(cloudapi, database="cross_chain")
+    try:
+        admin.run("ALTER DATABASE cross_chain OWNER TO postgres")  # pg_database_owner, public's owner, is postgres
+        code, doc, out = doctor(cloud, CC)
+        c = checks(doc, CC)["db.public-schema"]
+        assert code == 1 and c["status"] == "fail" and c["fixable"], c
+        code, doc, out2 = doctor(cloud, CC, "--fix", options=("--yes",))
+        fix = next(f for f in doc["data"]["fixes"] if f["fix"] == "grant-public")
+        assert not fix["applied"] and "no privileges were granted" in fix["result"], fix
+        assert "GRANT USAGE, CREATE ON SCHEMA public TO cross_chain_user" in fix["result"]
+        assert code == 1 and checks(doc, CC)["db.public-schema"]["status"] == "fail"
+
+        admin.run("ALTER SCHEMA public OWNER TO cross_chain_user")
+        admin.run("REVOKE CREATE ON SCHEMA public FROM cross_chain_user")
+        code, doc, out3 = doctor(cloud, CC, "--fix", options=("--yes",))
+        fix = next(f for f in doc["data"]["fixes"] if f["fix"] == "grant-public")
+        assert fix["applied"] and checks(doc, CC)["db.public-schema"]["status"] == "pass", fix
+    finally:
+        admin.run("ALTER SCHEMA public OWNER TO pg_database_owner")
+        admin.run("ALTER DATABASE cross_chain OWNER TO cloudsqlsuperuser")
+        admin.close()
+    out4 = migrate(cloud, CC)
+    assert doctor(cloud, CC)[0] == 0
+    assert_no_secret(cloudapi, out, out2, out3, out4)
 
 
 def test_in_vpc_runs_the_probe_as_a_job(cloud, cloudapi):
