@@ -84,11 +84,12 @@ class Credential:
         return f"Credential({self.kind}, {self.source})"
 
 
-def credential(ctx: Context, service: str, *, on_fallback=None) -> Credential:
+def credential(ctx: Context, service: str, *, on_warning=None) -> Credential:
     """Read (and register) the service's credential; a stored connection string is linted first, and one that
     would misparse or cannot work raises DsnError naming the secret's version and the repair, before any
     connection is attempted (a raw '@' in it puts password text into the driver's error messages).
-    `on_fallback(message)` hears when a configured url_secret has no version and the pieces are used."""
+    `on_warning(message)` hears when a configured url_secret has no version and the pieces are used, and when
+    the stored string ends with a newline (ignored, as deployctl.runtime does: the caller says so)."""
     from deployctl.cloud.secrets import SecretStore
 
     target = resolve(ctx, service, ask_admin=False)
@@ -98,14 +99,17 @@ def credential(ctx: Context, service: str, *, on_fallback=None) -> Credential:
             stored = store.access(target.url_secret, config_ref=f"services.{service}.database.url_secret")
         except NotFound:
             stored = None
-            if on_fallback:
-                on_fallback(f"{target.url_secret} has no readable version; using the config's pieces and "
+            if on_warning:
+                on_warning(f"{target.url_secret} has no readable version; using the config's pieces and "
                             f"{target.password_secret}")
         if stored is not None:
             text = stored.data.decode("utf-8", "surrogateescape")
             label = f"{target.url_secret} v{stored.version}"
             register_url(text)
             check_stored_url(service, target, text, label)
+            if on_warning and text != text.rstrip("\r\n"):
+                on_warning(f"{label} ends with a newline; it was ignored (as deployctl.runtime does), every other "
+                           f"reader fails: deployctl doctor {service} --fix stores it without")
             return Credential(text.rstrip("\r\n"), target.url_secret, stored.version, "url")
     password = store.access(target.password_secret, config_ref=f"services.{service}.database.password_secret")
     if target.host is None and target.mode == "direct":

@@ -163,7 +163,7 @@ def _credential_once(ctx: Context, service: str) -> Callable[[], Credential]:
         if not box:
             try:
                 box["value"] = dbtarget.credential(
-                    ctx, service, on_fallback=lambda message: ctx.progress(service, message, "warn"))
+                    ctx, service, on_warning=lambda message: ctx.progress(service, message, "warn"))
             except DeployctlError as e:
                 box["error"] = e
         if "error" in box:

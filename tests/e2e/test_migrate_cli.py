@@ -206,6 +206,24 @@ def test_unencoded_at_in_the_url_fails_before_the_job_and_leaks_nothing(local_cl
         assert cli("secrets", "set", secret, input=good).code == 0
 
 
+def test_a_url_secret_ending_with_a_newline_works_and_is_said(local_cloud):
+    """A trailing newline in the stored URL is ignored, as deployctl.runtime ignores it, but never silently
+    (DESIGN §6): both runners say so, with the repair, and show no part of the string."""
+    cli, svc, secret = local_cloud, "cross-chain-integration", "cross-chain-database-url"
+    good = cli("secrets", "get", secret, "--reveal").stdout.strip()
+    try:
+        assert cli("secrets", "set", secret, input=good + "\n").code == 0
+        for runner in ("job", "local"):
+            run = cli("migrate", svc, "--runner", runner)
+            assert run.code == 0, run.output
+            assert re.search(rf"{secret} v\d+ ends with a newline; it was ignored", run.output), run.output
+            assert f"deployctl doctor {svc} --fix" in run.output
+            assert_no_leak([make_url(good).password], run.output)
+    finally:
+        assert cli("secrets", "set", secret, input=good).code == 0
+    assert "ends with a newline" not in cli("migrate", svc).output
+
+
 def test_one_login_for_status_and_both_runners(local_cloud):
     """The oddity: a password secret that the database rejects, beside a url secret it accepts. status, the
     local runner and the job all use the url secret, and say so; `upgrade head` with nothing to do names the
