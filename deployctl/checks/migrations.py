@@ -95,13 +95,16 @@ def last_job(f: Facts, service: str) -> Outcome:
         cause = f"the last execution {last.id} of {job_id} failed{where}: {said}: {detail}"
     else:
         cause = f"the last execution {last.id} of {job_id} failed{where}: {reading.error_line or last.message}"
-    return failed(cause, _next_step(d, service), diagnose.tail(lines, LOG_LINES))
+    return failed(cause, _next_step(d, service, f), diagnose.tail(lines, LOG_LINES))
 
 
-def _next_step(d, service: str) -> str:
+def _next_step(d, service: str, f: Facts | None = None) -> str:
     again = f"deployctl migrate {service}"
     if d is None:
         return f"read the job's log lines above, then {again}"
+    if d.code == "database-missing" and f is not None and _database_exists(f, service):
+        # created since (doctor --fix, terraform apply): creating it again is not the next step
+        return f"database {f.target(service).database} exists now: {again}"
     if d.code == "auth-failed":
         return f"the job could not log in: see db.login / db.passwords / dsn.login above, then {again}"
     if d.code in ("ssl-required", "network-dns"):
@@ -112,3 +115,11 @@ def _next_step(d, service: str) -> str:
     if d.code == "already-exists":  # its hint says a partial run left objects behind, and the idempotent fix
         return f"{d.hint}; then {again}"
     return f"{d.hint}; then {again}"
+
+
+def _database_exists(f: Facts, service: str) -> bool:
+    t = f.target(service)
+    try:
+        return t.database in f.databases(t.instance_name)
+    except CloudError:
+        return False

@@ -137,10 +137,16 @@ def test_c_database_missing_then_fix(cloud, cloudapi):
     c = checks(doc, FG)
     assert code == 1
     assert c["db.database"]["status"] == "fail" and "database fiat_gateway does not exist" in c["db.database"]["cause"]
+    failed = cloud("migrate", FG)  # as the story ran it: the job meets 3D000
+    assert failed.code == 1 and "3D000" in failed.output, failed.output
     code, doc, out2 = doctor(cloud, FG, "--fix", options=("--yes",))
-    assert checks(doc, FG)["db.login"]["status"] == "pass", out2
+    c = checks(doc, FG)
+    assert c["db.login"]["status"] == "pass", out2
+    # the failed job is history now: its next step is the migration, not creating the database again
+    assert c["migrations.last-job"]["status"] == "fail" and "3D000" in c["migrations.last-job"]["cause"]
+    assert c["migrations.last-job"]["next_step"] == f"database fiat_gateway exists now: deployctl migrate {FG}"
     out3 = migrate(cloud, FG)
-    assert_no_secret(cloudapi, out, out2, out3)
+    assert_no_secret(cloudapi, out, failed.output, out2, out3)
 
 
 def test_a_secret_disagrees_database_matches_terraform(cloud, cloudapi):
