@@ -48,6 +48,7 @@ class ServiceOutcome(BaseModel):
     previous: list[str] = []
     url: str | None = None
     reason: str = ""
+    hint: str = ""  # the next step for a failed service, when its error named one
     migrations: str = ""
     failed_probe: str | None = None
     logs: list[str] = []
@@ -87,7 +88,7 @@ class DeployResult(Result):
                             "message": f"{s.service}: {s.reason}",
                             "hint": f"change the config or pass --force (`deployctl status {s.service}` shows "
                                     "what serves)" if s.blocked else
-                                    "fix the cause above and run `deployctl deploy` again"})
+                                    s.hint or "fix the cause above and run `deployctl deploy` again"})
             elif s.status == "skipped":
                 out.append({"code": "deploy-skipped", "message": f"{s.service}: {s.reason}",
                             "hint": f"deploy {s.service}'s dependencies first"})
@@ -116,6 +117,8 @@ class DeployResult(Result):
                 blocks.append(views.Line(f"{s.service}: verify: {s.verify}", "fail" if s.verify_failed else "ok"))
             if s.failed_probe:
                 blocks.append(views.Line(f"{s.service}: failed probe: {s.failed_probe}", "fail"))
+            if s.status == "failed" and s.hint:
+                blocks.append(views.Line(f"{s.service}: next: {s.hint}", "fail"))
             if s.logs:
                 blocks.append(views.Line(f"{s.service}: last log lines of {s.revision}:", "fail"))
                 blocks.append(views.Line("\n".join("  " + line for line in s.logs), "dim"))
@@ -192,7 +195,7 @@ def _row(o) -> ServiceOutcome:
         plan_reason=p.reason if p else "", new_revision=p.new_revision if p else False,
         target=p.target if p else None, plan_migrations=p.migrations if p else "",
         migrations_pending=p.migrate if p else False, blocked=p.blocked if p else "", revision=o.revision,
-        previous=o.previous, url=o.url, reason=o.reason, migrations=o.migrations, failed_probe=o.failed_probe,
+        previous=o.previous, url=o.url, reason=o.reason, hint=o.hint, migrations=o.migrations, failed_probe=o.failed_probe,
         logs=o.logs, warnings=o.warnings, verify=o.verify, verify_failed=o.verify_failed)
 
 

@@ -47,7 +47,8 @@ def run_pending(ctx: Context, service: str) -> MigrationOutcome:
     if not result.ok:
         from deployctl.errors import DatabaseError
 
-        raise DatabaseError(f"migrations failed: {result.error or 'see the job logs'}", sqlstate=result.sqlstate,
+        code = f" (SQLSTATE {result.sqlstate})" if result.sqlstate else ""
+        raise DatabaseError(f"migrations failed{code}: {result.error or 'see the job logs'}", sqlstate=result.sqlstate,
                             hint=result.hint or f"run `deployctl migrate {service}` to see why")
     if result.noop:
         return MigrationOutcome(True, "at head, nothing to apply")

@@ -51,6 +51,7 @@ class Outcome:
     previous_traffic: list[TrafficTarget] = field(default_factory=list)  # its split, to move traffic back
     url: str | None = None
     reason: str = ""
+    hint: str = ""  # the next step of the error that failed it (e.g. a migration's: deployctl doctor SERVICE)
     migrations: str = ""
     failed_probe: str | None = None
     logs: list[str] = field(default_factory=list)

@@ -63,7 +63,7 @@ def waves(names: list[str], deps: dict[str, list[str]]) -> list[list[str]]:
 
 def _planned(name: str, p: Prepared | errors.DeployctlError) -> Outcome:
     if isinstance(p, errors.DeployctlError):
-        return Outcome(name, FAILED, reason=p.message)
+        return Outcome(name, FAILED, reason=p.message, hint=p.hint or "")
     previous = p.service.serving if p.service else []
     if p.plan.blocked:
         return Outcome(name, FAILED, plan=p.plan, reason=p.plan.blocked, previous=previous, warnings=p.warnings)
@@ -129,12 +129,13 @@ def _guarded(ctx: Context, name: str, prep, opts: Options, preparer: Preparer) -
     """One service's rollout; whatever goes wrong becomes its outcome, so the others carry on."""
     if isinstance(prep, errors.DeployctlError):
         ctx.progress(name, prep.message, "fail")
-        return Outcome(name, FAILED, reason=prep.message)
+        return Outcome(name, FAILED, reason=prep.message, hint=prep.hint or "")
     try:
         return rollout(ctx, prep, opts, preparer)
     except errors.DeployctlError as e:
         ctx.progress(name, e.message, "fail")
-        return Outcome(name, FAILED, plan=prep.plan, reason=e.message, warnings=list(prep.warnings))
+        return Outcome(name, FAILED, plan=prep.plan, reason=e.message, hint=e.hint or "",
+                       warnings=list(prep.warnings))
     except Exception as e:  # noqa: BLE001 - a bug in one service's rollout must not hide the others' results
         ctx.progress(name, f"unexpected error: {type(e).__name__}: {e}", "fail")
         return Outcome(name, FAILED, plan=prep.plan, reason=f"unexpected error: {type(e).__name__}")

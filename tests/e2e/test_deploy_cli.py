@@ -323,6 +323,27 @@ def test_pending_migrations_are_in_the_plan_and_deploy_runs_them(local_cloud, tm
         local_cloud("migrate", "fiat-gateway", "--runner", "local")  # leave the database at head
 
 
+def test_a_migration_that_cannot_log_in_fails_the_deploy_with_its_sqlstate_and_next_step(local_cloud, tmp_path):
+    """The story's failure inside `deploy`: the migration step's 28P01 and migrate's next step (deployctl doctor
+    SERVICE) reach the deploy's table and its JSON, not only "fix the cause above"."""
+    from sqlalchemy.engine import make_url
+
+    good = local_cloud("secrets", "get", "fiat-gateway-database-url", "--reveal").stdout.strip()
+    wrong = make_url(good).set(password="Not-The-Deploy-Pw-31").render_as_string(hide_password=False)
+    assert local_cloud("secrets", "set", "e2ed-m28-url", input=wrong).code == 0
+    cli = cli_for(local_cloud, tmp_path, service("e2ed-m28", module="fiat_gateway", database=FIAT_DB.replace(
+        "fiat-gateway-database-url", "e2ed-m28-url")))
+    human = cli("deploy", "e2ed-m28", "--no-status", *GATE)
+    assert human.code == 1, human.output
+    assert "migrations failed (SQLSTATE 28P01)" in human.stdout, human.output
+    assert "e2ed-m28: next: " in human.stdout and "deployctl doctor e2ed-m28" in human.stdout, human.output
+    run = cli("--json", "deploy", "e2ed-m28", "--no-status", *GATE)
+    assert run.code == 1, run.output
+    err = json.loads(run.stdout)["errors"][0]
+    assert err["code"] == "deploy-failed" and "deployctl doctor e2ed-m28" in err["hint"], err
+    assert "Not-The-Deploy-Pw-31" not in human.output + run.output
+
+
 def test_status_unknown_migrations_and_an_unreadable_row(local_cloud, tmp_path):
     cli = cli_for(local_cloud, tmp_path, service("e2ed-unk", module="fiat_gateway", database=FIAT_DB.replace(
         "fiat-gateway-database-url", "e2ed-unk-url")))
