@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import logging
+import math
 import os
 import secrets
 import signal
@@ -35,6 +36,14 @@ if TYPE_CHECKING:
 class State:
     context: Context
     renderer: Renderer
+
+
+def finite(value: float | None) -> float | None:
+    """The callback of every option given in seconds: `inf` passes a `min=` range check, and a deadline of inf
+    never ends (a dead endpoint was retried for ever)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter("must be a finite number of seconds")
+    return value
 
 
 def state(ctx: typer.Context) -> State:

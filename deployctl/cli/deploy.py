@@ -25,7 +25,7 @@ def deploy(ctx: typer.Context,
                                             help="Deploy this image instead of the config's (repeatable)."),
            gate_successes: int = typer.Option(3, "--gate-successes", min=1,
                                               help="Consecutive HTTP 200s each health path must give."),
-           gate_deadline: float = typer.Option(60.0, "--gate-deadline", min=0.5,
+           gate_deadline: float = typer.Option(60.0, "--gate-deadline", min=0.5, callback=common.finite,
                                                help="Seconds the new revision has to pass the health gate."),
            no_status: bool = typer.Option(False, "--no-status", help="Skip the status matrix at the end."),
            verify: bool = typer.Option(False, "--verify", help="Once traffic has moved (per depends_on wave), "
@@ -46,7 +46,8 @@ def rollback(ctx: typer.Context, service: str = typer.Argument(..., help="The se
 
 def status(ctx: typer.Context, services: list[str] = typer.Argument(None, help="Services (default: all)."),
            watch: bool = typer.Option(False, "--watch", "-w", help="Refresh every few seconds until Ctrl-C."),
-           interval: float = typer.Option(3.0, "--interval", min=0.5, help="Seconds between refreshes.")) -> None:
+           interval: float = typer.Option(3.0, "--interval", min=0.5, callback=common.finite,
+                                           help="Seconds between refreshes.")) -> None:
     """Per service: serving vs latest revision (and traffic), Ready, migrations, health with latency, URL."""
     if not watch:
         execute(ctx, "status:status", services or None, schema="status")

@@ -66,7 +66,7 @@ def root(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More detail (-vv: debug)."),
     no_color: bool = typer.Option(False, "--no-color", help="No colours (also: NO_COLOR=1)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Confirm every step that asks (needed in CI)."),
-    timeout: float = typer.Option(None, "--timeout", min=0.1,
+    timeout: float = typer.Option(None, "--timeout", min=0.1, callback=common.finite,
                                   help="Deadline in seconds for each cloud call, retries included."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),

@@ -149,6 +149,12 @@ def test_usage_error_is_exit_2():
     (["--json", "dsn", "--driver", "mysql"], "--driver"),
     (["--json", "--timeout", "soon", "config", "validate"], "--timeout"),
     (["--json", "--env", "", "config", "validate"], "must not be empty"),
+    # inf passed the min= range checks: a deadline that never ends (a dead endpoint retried for ever). --env dev:
+    # should the check go, these commands must not start a local cloud.
+    (["--json", "--timeout", "inf", "config", "validate"], "'--timeout': must be a finite number of seconds"),
+    (["--json", "--env", "dev", "status", "--interval", "inf"], "'--interval': must be a finite"),
+    (["--json", "--env", "dev", "deploy", "--all", "--gate-deadline", "Infinity"], "'--gate-deadline': must be a"),
+    (["--json", "--env", "dev", "verify", "--all", "--deadline", "inf"], "'--deadline': must be a finite"),
 ])
 def test_usage_errors_with_json_are_an_envelope_on_stdout(argv, message):
     """C7: with --json, stdout holds the error envelope alone, even for Click's own usage errors."""
