@@ -111,7 +111,7 @@ def _main_json(command, args: list[str], path: list) -> int:
     """Run with Click's errors raised to us, so a usage error still gives the JSON envelope, alone on stdout."""
     group = path[-1]
     if (group is not None and getattr(group, "commands", None) and not getattr(group, "default_command", None)
-            and not {"-h", "--help"} & set(args)):
+            and not {"-h", "--help"} & set(args) and not (group is command and "--version" in args)):
         # A group without its command: Click would print the group's help on stdout.
         where = " ".join(["deployctl", *(c.name for c in path[1:])])
         _usage_envelope(f"{where}: a command is needed", where)

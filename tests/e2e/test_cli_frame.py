@@ -174,6 +174,15 @@ def test_a_group_with_a_default_command_needs_no_command_word_with_json(argv):
     assert "CREATE TABLE deposits" in doc["data"]["sql"]["fiat-gateway"]
 
 
+@pytest.mark.parametrize("argv", [["--version"], ["--json", "--version"], ["--version", "--json"]])
+def test_version_is_printed_with_or_without_json(argv):
+    """`deployctl --json --version` was the usage error 'deployctl: a command is needed' (exit 2)."""
+    from deployctl import __version__
+
+    run = Cli(Path("/nonexistent-state"))(*argv)
+    assert run.code == 0 and run.stdout == f"deployctl {__version__}\n", run.output
+
+
 def test_an_empty_env_is_a_usage_error():
     """C8: --env "" silently meant local."""
     run = Cli(Path("/nonexistent-state"))("--env", "", "config", "validate")
