@@ -8,7 +8,7 @@ import typer
 
 from deployctl.cli import common
 from deployctl.cli.common import execute
-from deployctl.errors import ExitCode
+from deployctl.errors import ExitCode, UsageError
 
 
 def deploy(ctx: typer.Context,
@@ -45,13 +45,18 @@ def rollback(ctx: typer.Context, service: str = typer.Argument(..., help="The se
 
 
 def status(ctx: typer.Context, services: list[str] = typer.Argument(None, help="Services (default: all)."),
-           watch: bool = typer.Option(False, "--watch", "-w", help="Refresh every few seconds until Ctrl-C."),
+           watch: bool = typer.Option(False, "--watch", "-w",
+                                      help="Refresh every few seconds until Ctrl-C (not with --json)."),
            interval: float = typer.Option(3.0, "--interval", min=0.5, callback=common.finite,
                                            help="Seconds between refreshes.")) -> None:
     """Per service: serving vs latest revision (and traffic), Ready, migrations, health with latency, URL."""
     if not watch:
         execute(ctx, "status:status", services or None, schema="status")
     st = common.state(ctx)
+    if st.renderer.json_mode:  # a new envelope every interval is no JSON document a program can parse
+        st.renderer.error(UsageError("--watch cannot go with --json: stdout holds one envelope",
+                                     hint="run `deployctl --json status` at the interval you need"), schema="status")
+        raise typer.Exit(int(ExitCode.USAGE))
     try:
         while True:
             code = common.run(st, "status:status", services or None, schema="status")

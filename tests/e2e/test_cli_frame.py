@@ -183,6 +183,17 @@ def test_version_is_printed_with_or_without_json(argv):
     assert run.code == 0 and run.stdout == f"deployctl {__version__}\n", run.output
 
 
+@pytest.mark.parametrize("argv", [["--json", "status", "--watch"], ["status", "-w", "--interval", "0.5", "--json"]])
+def test_status_watch_with_json_is_a_usage_error(argv):
+    """It printed a new envelope every interval until Ctrl-C: stdout was no JSON document a program could parse.
+    --env dev: no local cloud is started, whatever happens."""
+    run = Cli(Path("/nonexistent-state"))("--env", "dev", *argv, timeout=30)
+    assert run.code == 2, run.output
+    doc = json.loads(run.stdout)
+    assert doc["schema"] == "deployctl/status/v1" and doc["ok"] is False and doc["errors"][0]["code"] == "usage"
+    assert "--watch cannot go with --json" in doc["errors"][0]["message"] and doc["errors"][0]["hint"]
+
+
 def test_an_empty_env_is_a_usage_error():
     """C8: --env "" silently meant local."""
     run = Cli(Path("/nonexistent-state"))("--env", "", "config", "validate")
