@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from deployctl import views
+from deployctl.commands import names_or_all
 from deployctl.commands.status import StatusResult
 from deployctl.context import Context
 from deployctl.errors import ExitCode, UsageError
@@ -167,6 +168,7 @@ def deploy(ctx: Context, services: list[str] | None = None, all_: bool = False, 
     if not services and not all_:
         raise UsageError("name the services to deploy, or pass --all",
                          hint=f"services: {', '.join(ctx.config.services) or 'none'}")
+    names_or_all("deploy", services, all_)
     if detailed_exitcode and not dry_run:
         raise UsageError("--detailed-exitcode goes with --dry-run", hint="add --dry-run")
     names = ctx.config.select(services, all_)

@@ -9,6 +9,7 @@ from typing import ClassVar
 from pydantic import BaseModel
 
 from deployctl import views
+from deployctl.commands import names_or_all
 from deployctl.context import Context
 from deployctl.errors import ExitCode, UsageError
 from deployctl.results import Result
@@ -96,6 +97,7 @@ def run(ctx: Context, services: list[str] | None = None, all_: bool = False, to:
     if not services and not all_:
         raise UsageError("name the services to migrate, or pass --all",
                          hint="deployctl migrate fiat-gateway, or deployctl migrate --all")
+    names_or_all("migrate", services, all_)
     names = with_migrations(ctx, services or None)
     if not names:
         raise UsageError("no selected service has a migrations tree",

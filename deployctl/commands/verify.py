@@ -9,6 +9,7 @@ from typing import ClassVar
 from pydantic import BaseModel
 
 from deployctl import views
+from deployctl.commands import names_or_all
 from deployctl.context import Context
 from deployctl.errors import ExitCode, UsageError
 from deployctl.results import Result
@@ -79,8 +80,9 @@ def verify(ctx: Context, services: list[str] | None = None, all_: bool = False, 
     if not services and not all_:
         raise UsageError("name the services to verify, or pass --all",
                          hint=f"services: {', '.join(ctx.config.services) or 'none'}")
+    names_or_all("verify", services, all_)
     names = ctx.config.select(services, all_)
-    checks = suite.select(ctx.config, None if all_ and not services else names)
+    checks = suite.select(ctx.config, None if all_ else names)
     if not checks:
         where = ctx.config.path or ctx.config.name
         raise UsageError(f"no checks in {where} touch {', '.join(names)}",

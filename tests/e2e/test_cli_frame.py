@@ -194,6 +194,18 @@ def test_status_watch_with_json_is_a_usage_error(argv):
     assert "--watch cannot go with --json" in doc["errors"][0]["message"] and doc["errors"][0]["hint"]
 
 
+@pytest.mark.parametrize("argv", [["deploy", "--all", "fiat-gateway"], ["migrate", "fiat-gateway", "--all", "--sql"],
+                                  ["verify", "--all", "api-key-service"]])
+def test_named_services_and_all_together_are_a_usage_error(argv):
+    """`deploy --all fiat-gateway` silently acted on the named service only. --env dev: no local cloud starts."""
+    run = Cli(Path("/nonexistent-state"))("--env", "dev", "--json", *argv)
+    assert run.code == 2, run.output
+    error = json.loads(run.stdout)["errors"][0]
+    assert error["code"] == "usage" and error["message"] == f"name the services to {argv[0]} or pass --all, not both"
+    named = next(a for a in argv[1:] if not a.startswith("-"))
+    assert error["hint"] == f"deployctl {argv[0]} {named}, or deployctl {argv[0]} --all"
+
+
 def test_an_empty_env_is_a_usage_error():
     """C8: --env "" silently meant local."""
     run = Cli(Path("/nonexistent-state"))("--env", "", "config", "validate")
