@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Iterator
@@ -41,6 +42,18 @@ SHORT_CELL = 40  # characters: a table column whose values are all this short is
 SYMBOLS = {"ok": "✓", "warn": "!", "fail": "✗", "skip": "-", "info": "·"}
 
 
+def _width(stream) -> int | None:
+    """The consoles' width: COLUMNS when it is a positive number; else, off a terminal (CI logs, pipes), 160 (Rich
+    would wrap at 80; tables read better wider), and on one the terminal's own. A COLUMNS that is no number was a
+    traceback; COLUMNS=0 made Rich print nothing at all."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdecimal() and int(columns) > 0:
+        return int(columns)
+    if not stream.isatty():
+        return 160
+    return shutil.get_terminal_size().columns if columns else None  # None: Rich asks the terminal itself
+
+
 def envelope(schema: str, ok: bool, data, errors: list[dict], *, revealed: bool = False) -> dict:
     doc = {"schema": f"deployctl/{schema}/v1", "ok": ok, "data": data, "errors": errors}
     return doc if revealed else redact.redact_obj(doc)
@@ -54,8 +67,7 @@ class Renderer:
         no_color = no_color or bool(os.environ.get("NO_COLOR"))
         self._out_stream = redact.RedactingWriter(stdout or sys.stdout)
         self._err_stream = redact.RedactingWriter(stderr or sys.stderr)
-        # Off a terminal (CI logs, pipes) Rich would wrap at 80 columns; tables read better wider.
-        width = None if (stdout or sys.stdout).isatty() else int(os.environ.get("COLUMNS") or 160)
+        width = _width(stdout or sys.stdout)
         self.out = Console(file=self._out_stream, no_color=no_color, highlight=False, width=width)
         self.err = Console(file=self._err_stream, no_color=no_color, highlight=False, stderr=True, width=width)
         self.github = os.environ.get("GITHUB_ACTIONS") == "true"

@@ -214,3 +214,15 @@ def test_github_annotations_are_masked_before_they_are_encoded(monkeypatch):
     Renderer(stdout=io.StringIO(), stderr=err, no_color=True).error(ConfigError(f"login with {secret} failed"))
     [line] = [ln for ln in err.getvalue().splitlines() if ln.startswith("::error::")]
     assert line == "::error::login with *** failed" and "p@ss" not in err.getvalue()
+
+
+@pytest.mark.parametrize("columns, width", [("abc", 160), ("0", 160), ("-3", 160), ("", 160), (" 72 ", 72)])
+def test_a_columns_that_is_no_width_falls_back(monkeypatch, columns, width):
+    """COLUMNS=abc was a ValueError traceback before any command ran; COLUMNS=0 made every table and line vanish."""
+    monkeypatch.setenv("COLUMNS", columns)
+    out, err = io.StringIO(), io.StringIO()
+    r = Renderer(stdout=out, stderr=err)
+    assert r.out.width == width and r.err.width == width
+    r.result(Sample(flag=True, note="shown"))
+    r.error(ConfigError("a message", hint="a hint"))
+    assert "shown" in out.getvalue() and "a message" in err.getvalue() and "a hint" in err.getvalue()
