@@ -38,7 +38,11 @@ def rollback(ctx: Context, service: str, to: str | None = None) -> RollbackResul
 
     ctx.config.service(service)
     run = RunServices(ctx.clients, ctx.project, ctx.region)
-    live = run.get(service)
+    try:
+        live = run.get(service)
+    except errors.NotFound:
+        raise errors.NotFound(f"service {service} is not deployed in {ctx.env}: there is nothing to roll back",
+                              hint=f"deploy it first: deployctl deploy {service}") from None
     revisions = run.revisions(service)  # newest first
     by_id = {r.id: r for r in revisions}
     if to:

@@ -283,3 +283,15 @@ def test_verify_leaves_a_change_in_place_when_a_failure_elsewhere_is_pre_existin
     svc = run_of(ctx).get(name)
     assert svc.serving == [out.revision] != [first.revision]
     assert history.withdrawn(svc, out.revision) is None  # not marked as failed verify
+
+
+def test_rollback_of_a_service_never_deployed_says_to_deploy_it(cloud):
+    """It said '.../services/edges-never was not found: Service ... not found' with 'check the name, or create it'
+    (the name is right: it is in the config; there is nothing to roll back)."""
+    from deployctl.commands.rollback import rollback
+
+    ctx = cloud.ctx(service("edges-never"))
+    with pytest.raises(errors.NotFound) as e:
+        rollback(ctx, "edges-never")
+    assert e.value.message == "service edges-never is not deployed in local: there is nothing to roll back"
+    assert e.value.hint == "deploy it first: deployctl deploy edges-never"
