@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from deployctl import redact, views
 from deployctl.context import Context
-from deployctl.errors import AlreadyExists, UsageError
+from deployctl.errors import AlreadyExists, DeployctlError, NotFound, UsageError
 from deployctl.results import Result
 
 MAX_PARALLEL = 8  # Secret Manager calls at once
@@ -165,9 +165,30 @@ def _check_version(version: str) -> None:
                          hint="`deployctl secrets versions SECRET` lists them")
 
 
+def _not_found(ctx: Context, store, secret_id: str, version: str | None, error: NotFound) -> NotFound:
+    """What is missing, the secret or the version, and the command that goes on from there (the API's own 'was not
+    found: Secret [...] not found.' said 'check the name, or create it')."""
+    try:
+        store.get_secret(secret_id)
+    except NotFound:
+        return NotFound(f"no secret {secret_id!r} in project {ctx.project}", details=error.details,
+                        hint=f"`deployctl secrets list` shows the secrets; `deployctl secrets set {secret_id} "
+                             "--from-file FILE` (or the value on stdin) creates it")
+    except DeployctlError:  # the call that failed says enough
+        return error
+    if version is None:
+        return error
+    return NotFound(f"secret {secret_id} has no version {version}", details=error.details,
+                    hint=f"`deployctl secrets versions {secret_id}` lists them")
+
+
 def versions(ctx: Context, secret_id: str) -> VersionsResult:
     _check_id(secret_id)
-    vs = _store(ctx).versions(secret_id)
+    store = _store(ctx)
+    try:
+        vs = store.versions(secret_id)
+    except NotFound as e:
+        raise _not_found(ctx, store, secret_id, None, e) from None
     return VersionsResult(id=secret_id, versions=[
         VersionRow(number=v.number, state=v.state, created=v.create_time.isoformat() if v.create_time else None)
         for v in sorted(vs, key=lambda v: v.number)])
@@ -176,7 +197,11 @@ def versions(ctx: Context, secret_id: str) -> VersionsResult:
 def get(ctx: Context, secret_id: str, version: str = "latest", reveal: bool = False) -> GetResult:
     _check_id(secret_id)
     _check_version(version)
-    value = _store(ctx).access(secret_id, version)
+    store = _store(ctx)
+    try:
+        value = store.access(secret_id, version)
+    except NotFound as e:
+        raise _not_found(ctx, store, secret_id, version, e) from None
     text = value.data.decode("utf-8", "replace")
     warnings = [_newline_warning(secret_id, stored=True)] if value.has_trailing_newline else []
     return GetResult(id=secret_id, version=value.version, length=len(value.data), fingerprint=value.fingerprint,

@@ -99,9 +99,18 @@ def test_fingerprints_agree_across_commands(local_cloud):
 
 
 def test_missing_secret_is_exit_1_with_a_hint(local_cloud):
-    run = local_cloud("secrets", "get", "no-such-secret")
+    for verb in ("get", "versions"):
+        run = local_cloud("secrets", verb, "no-such-secret")
+        assert run.code == 1 and "Traceback" not in run.output
+        # it was the API's '.../versions/latest was not found: Secret [...] not found.' and 'check the name, or create it'
+        assert run.stderr.splitlines() == [
+            "error: no secret 'no-such-secret' in project deployctl-local",
+            "  next: `deployctl secrets list` shows the secrets; `deployctl secrets set no-such-secret --from-file "
+            "FILE` (or the value on stdin) creates it"], run.stderr
+    run = local_cloud("--json", "secrets", "get", "api-key-pepper", "--version", "99")
     assert run.code == 1
-    assert "no-such-secret" in run.stderr and "next:" in run.stderr and "Traceback" not in run.output
+    assert json.loads(run.stdout)["errors"] == [{"code": "not-found", "message": "secret api-key-pepper has no version 99",
+                                                 "hint": "`deployctl secrets versions api-key-pepper` lists them"}]
 
 
 @pytest.mark.parametrize("argv, rule", [
