@@ -52,10 +52,12 @@ class DsnResult(Result):
 
     def view(self) -> list[views.Block]:
         if self.revealed:
-            # One service: the URL alone (for $(...)); several: "SERVICE URL" per line (URLs hold no spaces).
-            lines = ([s.url for s in self.services] if len(self.services) == 1
-                     else [f"{s.service} {s.url}" for s in self.services])
-            return [views.Revealed("\n".join(lines) + "\n")]
+            # One service: the URL alone and exactly, through a pipe (a newline is added on a terminal only): piped
+            # into `dsn lint` or `gcloud secrets versions add --data-file=-` it is no trailing newline to store.
+            # Several: "SERVICE URL" per line (URLs hold no spaces).
+            if len(self.services) == 1:
+                return [views.Revealed(self.services[0].url)]
+            return [views.Revealed("".join(f"{s.service} {s.url}\n" for s in self.services))]
         blocks: list[views.Block] = []
         for s in self.services:
             items: list[tuple[str, views.CellLike]] = [

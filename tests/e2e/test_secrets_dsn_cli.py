@@ -329,6 +329,9 @@ def test_dsn_lint_explains_a_hand_made_connection_string(local_cloud):
     # against a service: its instance's (live) IP and its driver, as read through deployctl.runtime
     built = local_cloud("dsn", "fiat-gateway", "--reveal")
     assert built.code == 0, built.output
-    clean = json.loads(local_cloud("--json", "dsn", "lint", "fiat-gateway", input=built.stdout.strip()).stdout)
+    # `dsn SERVICE --reveal | dsn lint SERVICE`: the pipe gets the URL exactly; it ended with a newline, which lint
+    # rightly called an error (and `| gcloud secrets versions add --data-file=-` would have stored)
+    assert built.stdout.startswith("postgresql+pg8000://") and not built.stdout.endswith("\n")
+    clean = json.loads(local_cloud("--json", "dsn", "lint", "fiat-gateway", input=built.stdout).stdout)
     assert clean["ok"] is True and clean["data"]["findings"] == [], clean
     assert local_cloud("dsn", "lint", "a", "b", input=bad).code == 2
