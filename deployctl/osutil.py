@@ -77,7 +77,7 @@ def lock_holder(path: Path) -> int | None:
     """The pid holding the flock on `path` (0 when it cannot be told), or None when nobody holds it."""
     try:
         fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no such file (a path below a file has none either)
         return None
     try:
         try:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from deployctl.errors import LocalCloudError
+from deployctl.errors import LocalCloudError, StateDirError
 from deployctl.osutil import lock_holder
 
 ENDPOINT_FILE = "emulator.json"
@@ -45,8 +45,14 @@ class Endpoint:
 @contextlib.contextmanager
 def exclusive(state_dir: Path, name: str = "lifecycle.lock", timeout: float = 120.0) -> Iterator[None]:
     """One `up`/`down` at a time per state directory (an flock, released even on SIGKILL)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / name, "a+") as f:
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        f = open(state_dir / name, "a+")  # noqa: SIM115 - closed by the with below
+    except OSError as e:  # read-only, not ours, or under a directory that cannot be made: not a bug of ours
+        raise StateDirError(f"the state directory {state_dir} cannot be used: {e.strerror or e}",
+                            hint="point DEPLOYCTL_STATE_DIR at a directory you can write (it is made if missing), "
+                                 "or unset it to use .deployctl/<env> beside the configs directory") from None
+    with f:
         deadline = time.monotonic() + timeout
         while True:
             try:

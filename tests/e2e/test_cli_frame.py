@@ -222,6 +222,22 @@ def test_a_state_dir_that_is_a_file_is_a_usage_error(tmp_path):
     assert "bug" not in run.output
 
 
+@pytest.mark.parametrize("argv", [["status"], ["local", "up"], ["--json", "secrets", "list"]])
+def test_a_state_dir_that_cannot_be_made_is_a_usage_error(tmp_path, argv):
+    """Below a file (or read-only, or not ours): it was 'unexpected error (a bug)' with a crash log."""
+    (tmp_path / "a-file").write_text("x")
+    state = tmp_path / "a-file" / "state"
+    run = Cli(state)(*argv)
+    assert run.code == 2, run.output
+    message = f"the state directory {state} cannot be used: Not a directory"
+    if "--json" in argv:
+        error = json.loads(run.stdout)["errors"][0]
+        assert error["code"] == "state-dir" and error["message"] == message, error
+    else:
+        assert run.stderr.startswith(f"error: {message}\n"), run.stderr
+    assert "bug" not in run.output and "DEPLOYCTL_STATE_DIR" in run.output
+
+
 def test_global_options_after_the_command_work(tmp_path):
     run = Cli(Path("/nonexistent-state"))("config", "show", "--env", "dev", "--json", "-vv")
     assert run.code == 0, run.output
