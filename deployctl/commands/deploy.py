@@ -124,7 +124,7 @@ class DeployResult(Result):
                 blocks.append(views.Line(f"{s.service}: last log lines of {s.revision}:", "fail"))
                 blocks.append(views.Line("\n".join("  " + line for line in s.logs), "dim"))
         if self.status is not None:
-            blocks += self.status.view()
+            blocks += self.status.view(next_steps=False)
         return blocks
 
 

@@ -73,7 +73,9 @@ class StatusResult(Result):
                  "hint": s.error_hint or f"check access to service {s.service}, then run `deployctl status` again"}
                 for s in self.services if s.error]
 
-    def view(self) -> list[views.Block]:
+    def view(self, next_steps: bool = True) -> list[views.Block]:
+        """`next_steps`: say below the matrix what deploys or migrates what it shows missing (deploy's own final
+        matrix leaves that to deploy's report)."""
         table = views.Table(["service", "revision (serving / latest)", "ready", "migrations", "health", "url"],
                             [_row(s) for s in self.services], title=f"status ({self.env})")
         # A row that could not be read says so in the matrix; the whole message and its next step go below
@@ -81,7 +83,19 @@ class StatusResult(Result):
         below: list[views.Block] = []
         for err in self.errors():
             below += [views.Line(f"error: {err['message']}", "fail"), views.Line(f"  next: {err['hint']}")]
-        return [table, *below]
+        return [table, *below, *(self._next_steps() if next_steps else [])]
+
+    def _next_steps(self) -> list[views.Block]:
+        """A fresh local cloud shows 'not deployed' rows and exits 3: say which command goes on from there."""
+        readable = [s for s in self.services if not s.error]
+        undeployed = [s.service for s in readable if not s.deployed]
+        pending = [s.service for s in readable if s.deployed and s.migrations.state == "pending"]
+        notes: list[views.Block] = []
+        if undeployed:  # deploy migrates first
+            notes.append(views.Note(f"next: deployctl deploy {' '.join(undeployed)} (not deployed yet)", "dim"))
+        if pending:
+            notes.append(views.Note(f"next: deployctl migrate {' '.join(pending)} (migrations pending)", "dim"))
+        return notes
 
 
 def _row(s: ServiceRow) -> list[views.CellLike]:

@@ -398,3 +398,14 @@ def test_ctrl_c_after_the_traffic_shift_was_sent_says_traffic_may_have_moved(loc
     assert "not done: e2ed-shift stopped after its traffic shift to e2ed-shift-" in err, err
     assert "traffic may have moved to it" in err and "serving stays" not in err, err
     assert status_json(cli, "e2ed-shift")["e2ed-shift"]["serving"] in err  # it did move, to the one named
+
+
+def test_status_says_what_deploys_a_service_not_deployed_yet(local_cloud, tmp_path):
+    """A fresh local cloud: every row 'not deployed', exit 3, and nothing said what to run next."""
+    cli = cli_for(local_cloud, tmp_path, service("e2ed-undeployed"))
+    run = cli("status")
+    assert run.code == 3, run.output
+    assert "not deployed" in run.stdout
+    assert run.stderr.splitlines()[-1] == "next: deployctl deploy e2ed-undeployed (not deployed yet)", run.stderr
+    js = cli("--json", "status")
+    assert js.code == 3 and json.loads(js.stdout)["data"]["services"][0]["deployed"] is False and not js.stderr
