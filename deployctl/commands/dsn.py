@@ -131,8 +131,12 @@ def show(ctx: Context, services: list[str] | None = None, driver: str | None = N
         raise UsageError(f"unknown driver {driver!r}", hint=f"use one of: {', '.join(dsn.DRIVERS)}")
     names = dbtarget.with_database(ctx, services)
     if not names:
-        raise UsageError("no service with a database was selected",
-                         hint="name a service that has [services.NAME.database]")
+        with_db = dbtarget.with_database(ctx, None)
+        what = (f"{', '.join(services)} {'has' if len(services) == 1 else 'have'} no database (no "
+                f"[services.NAME.database] in the config), so there is no connection string" if services
+                else "no service of this environment has a database")
+        raise UsageError(what, hint=f"name one that has: {', '.join(with_db)}" if with_db
+                         else "add [services.NAME.database] to the config")
     store = SecretStore(ctx.clients, ctx.project)
     out = []
     for name in names:

@@ -116,14 +116,14 @@ def test_config_show_masks_secret_looking_env_and_validate_warns(tmp_path):
     assert "hunter2" not in people.output + validate.output
 
 
-def test_missing_environment_lists_the_known_ones():
-    run = Cli(Path("/nonexistent-state"))("--env", "nope", "config", "validate")
+def test_missing_environment_lists_the_known_ones(tmp_path):
+    run = Cli(tmp_path)("--env", "nope", "config", "validate")
     assert run.code == 2
     assert "nope.toml does not exist" in run.stderr and "dev, local" in run.stderr
 
 
-def test_validate_and_show_both_shipped_configs():
-    cli = Cli(Path("/nonexistent-state"))
+def test_validate_and_show_both_shipped_configs(tmp_path):
+    cli = Cli(tmp_path)
     for env in ("local", "dev"):
         run = cli("--env", env, "--json", "config", "show")
         assert run.code == 0, run.output
@@ -136,8 +136,8 @@ def test_validate_and_show_both_shipped_configs():
     assert dev["instances"]["core"]["private_ip"] == "10.20.0.3"
 
 
-def test_usage_error_is_exit_2():
-    run = Cli(Path("/nonexistent-state"))("config", "no-such-command")
+def test_usage_error_is_exit_2(tmp_path):
+    run = Cli(tmp_path)("config", "no-such-command")
     assert run.code == 2 and "Traceback" not in run.output
 
 
@@ -156,9 +156,9 @@ def test_usage_error_is_exit_2():
     (["--json", "--env", "dev", "deploy", "--all", "--gate-deadline", "Infinity"], "'--gate-deadline': must be a"),
     (["--json", "--env", "dev", "verify", "--all", "--deadline", "inf"], "'--deadline': must be a finite"),
 ])
-def test_usage_errors_with_json_are_an_envelope_on_stdout(argv, message):
+def test_usage_errors_with_json_are_an_envelope_on_stdout(argv, message, tmp_path):
     """C7: with --json, stdout holds the error envelope alone, even for Click's own usage errors."""
-    run = Cli(Path("/nonexistent-state"))(*argv)
+    run = Cli(tmp_path)(*argv)
     assert run.code == 2, run.output
     doc = json.loads(run.stdout)
     assert doc["ok"] is False and doc["errors"][0]["code"] == "usage" and doc["errors"][0]["hint"]
@@ -166,28 +166,28 @@ def test_usage_errors_with_json_are_an_envelope_on_stdout(argv, message):
 
 
 @pytest.mark.parametrize("argv", [["--json", "migrate", "--all", "--sql"], ["migrate", "--all", "--sql", "--json"]])
-def test_a_group_with_a_default_command_needs_no_command_word_with_json(argv):
+def test_a_group_with_a_default_command_needs_no_command_word_with_json(argv, tmp_path):
     """`migrate SERVICE...` means `migrate run SERVICE...`; --json must not ask for a command word."""
-    run = Cli(Path("/nonexistent-state"))(*argv)
+    run = Cli(tmp_path)(*argv)
     doc = json.loads(run.stdout)
     assert run.code == 0 and doc["schema"] == "deployctl/migrate/v1", run.output
     assert "CREATE TABLE deposits" in doc["data"]["sql"]["fiat-gateway"]
 
 
 @pytest.mark.parametrize("argv", [["--version"], ["--json", "--version"], ["--version", "--json"]])
-def test_version_is_printed_with_or_without_json(argv):
+def test_version_is_printed_with_or_without_json(argv, tmp_path):
     """`deployctl --json --version` was the usage error 'deployctl: a command is needed' (exit 2)."""
     from deployctl import __version__
 
-    run = Cli(Path("/nonexistent-state"))(*argv)
+    run = Cli(tmp_path)(*argv)
     assert run.code == 0 and run.stdout == f"deployctl {__version__}\n", run.output
 
 
 @pytest.mark.parametrize("argv", [["--json", "status", "--watch"], ["status", "-w", "--interval", "0.5", "--json"]])
-def test_status_watch_with_json_is_a_usage_error(argv):
+def test_status_watch_with_json_is_a_usage_error(argv, tmp_path):
     """It printed a new envelope every interval until Ctrl-C: stdout was no JSON document a program could parse.
     --env dev: no local cloud is started, whatever happens."""
-    run = Cli(Path("/nonexistent-state"))("--env", "dev", *argv, timeout=30)
+    run = Cli(tmp_path)("--env", "dev", *argv, timeout=30)
     assert run.code == 2, run.output
     doc = json.loads(run.stdout)
     assert doc["schema"] == "deployctl/status/v1" and doc["ok"] is False and doc["errors"][0]["code"] == "usage"
@@ -196,9 +196,9 @@ def test_status_watch_with_json_is_a_usage_error(argv):
 
 @pytest.mark.parametrize("argv", [["deploy", "--all", "fiat-gateway"], ["migrate", "fiat-gateway", "--all", "--sql"],
                                   ["verify", "--all", "api-key-service"]])
-def test_named_services_and_all_together_are_a_usage_error(argv):
+def test_named_services_and_all_together_are_a_usage_error(argv, tmp_path):
     """`deploy --all fiat-gateway` silently acted on the named service only. --env dev: no local cloud starts."""
-    run = Cli(Path("/nonexistent-state"))("--env", "dev", "--json", *argv)
+    run = Cli(tmp_path)("--env", "dev", "--json", *argv)
     assert run.code == 2, run.output
     error = json.loads(run.stdout)["errors"][0]
     assert error["code"] == "usage" and error["message"] == f"name the services to {argv[0]} or pass --all, not both"
@@ -206,9 +206,9 @@ def test_named_services_and_all_together_are_a_usage_error(argv):
     assert error["hint"] == f"deployctl {argv[0]} {named}, or deployctl {argv[0]} --all"
 
 
-def test_an_empty_env_is_a_usage_error():
+def test_an_empty_env_is_a_usage_error(tmp_path):
     """C8: --env "" silently meant local."""
-    run = Cli(Path("/nonexistent-state"))("--env", "", "config", "validate")
+    run = Cli(tmp_path)("--env", "", "config", "validate")
     assert run.code == 2 and "must not be empty" in run.stderr
 
 
@@ -239,7 +239,7 @@ def test_a_state_dir_that_cannot_be_made_is_a_usage_error(tmp_path, argv):
 
 
 def test_global_options_after_the_command_work(tmp_path):
-    run = Cli(Path("/nonexistent-state"))("config", "show", "--env", "dev", "--json", "-vv")
+    run = Cli(tmp_path)("config", "show", "--env", "dev", "--json", "-vv")
     assert run.code == 0, run.output
     assert json.loads(run.stdout)["data"]["environment"] == "dev"
 

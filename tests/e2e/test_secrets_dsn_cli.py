@@ -11,6 +11,8 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
+from .conftest import Cli
+
 CANARY = "Cn@ry:/?#%+ ü-ß\u00e9e\u0301"
 
 
@@ -335,3 +337,11 @@ def test_dsn_lint_explains_a_hand_made_connection_string(local_cloud):
     clean = json.loads(local_cloud("--json", "dsn", "lint", "fiat-gateway", input=built.stdout).stdout)
     assert clean["ok"] is True and clean["data"]["findings"] == [], clean
     assert local_cloud("dsn", "lint", "a", "b", input=bad).code == 2
+
+
+def test_dsn_of_a_service_without_a_database_names_it_and_those_that_have_one(tmp_path):
+    run = Cli(tmp_path)("dsn", "api-key-service")  # refused from the config alone: no local cloud is started
+    assert run.code == 2, run.output
+    assert run.stderr.startswith("error: api-key-service has no database"), run.stderr
+    assert "next: name one that has: fiat-gateway, cross-chain-integration" in run.stderr
+    assert not (tmp_path / "emulator.lock").exists()
