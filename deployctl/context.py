@@ -4,7 +4,6 @@ pointed at the local cloud or at Google), how to report progress, and whether it
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,15 @@ def default_config_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "configs"
 
 
+def state_dir_hint() -> str:
+    """The next step for a state directory that cannot be used, by where its path came from."""
+    if os.environ.get("DEPLOYCTL_STATE_DIR"):
+        return ("point DEPLOYCTL_STATE_DIR at a directory you can write (it is made if missing), or unset it to use "
+                ".deployctl/<env> beside the configs directory")
+    return ("make .deployctl/<env> beside the configs directory writable, or set DEPLOYCTL_STATE_DIR to a "
+            "directory you can write")
+
+
 @dataclass
 class Context:
     env: str = "local"
@@ -47,10 +55,6 @@ class Context:
     timeout: float | None = None  # overall deadline for a command's cloud work, seconds
     on_event: Callable[[Event], None] = lambda e: None
     ask: Callable[[str], bool] | None = None  # set by the CLI when a person can answer
-
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()  # builds the clients once, whichever thread asks first
-        self._clients = None
 
     @once_property
     def config(self) -> Config:
@@ -67,7 +71,12 @@ class Context:
         """Where deployctl keeps this environment's local state (the local cloud, logs)."""
         given = os.environ.get("DEPLOYCTL_STATE_DIR")
         path = (Path(given) if given else Path(self.config_dir).resolve().parent / ".deployctl" / self.env).resolve()
-        if path.exists() and not path.is_dir():
+        try:
+            is_file = path.exists() and not path.is_dir()
+        except OSError as e:  # a name too long, a parent we may not search: not a bug of ours
+            raise StateDirError(f"the state directory {path} cannot be used: {e.strerror or e}",
+                                hint=state_dir_hint()) from None
+        if is_file:
             raise StateDirError(f"the state directory {path} is not a directory",
                                 hint=("point DEPLOYCTL_STATE_DIR at a directory (it is made if missing), or unset it"
                                       if given else f"move the file {path} out of the way"))
@@ -97,17 +106,11 @@ class Context:
             return self.state_dir / "terraform.tfstate"
         return None
 
-    @property
+    @once_property
     def clients(self):
-        """The Google clients, against the local cloud (started if needed) or Application Default Credentials.
-
-        Built once per context, also when concurrent threads ask first (doctor's checks do): a cached_property
-        has no lock since Python 3.12, and each thread built Clients of its own (a channel and a breaker each,
-        and a local cloud started or checked again)."""
-        with self._lock:
-            if self._clients is None:
-                self._clients = self._build_clients()
-            return self._clients
+        """The Google clients, against the local cloud (started if needed) or Application Default Credentials;
+        built once, also when doctor's check threads ask first (see deployctl.lazy)."""
+        return self._build_clients()
 
     def _build_clients(self):
         from deployctl.cloud.clients import Clients

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
@@ -82,3 +83,15 @@ def test_each_cloud_client_is_built_once_under_concurrent_first_use():
     clients = clients_mod.Clients(emulator_host="127.0.0.1:1")  # grpc channels connect lazily: nothing dialled
     seen = _at_once(6, lambda: clients.services)
     assert len({id(c) for c in seen}) == 1 and seen[0] is clients.services
+
+
+def test_what_threads_reach_first_is_a_once_property():
+    """On any Python (the tests above can only fail on 3.12+, where cached_property lost its lock)."""
+    from deployctl.lazy import once_property
+
+    assert isinstance(Context.__dict__["config"], once_property)
+    assert isinstance(Context.__dict__["clients"], once_property)
+    lazy = {n for n, v in vars(clients_mod.Clients).items() if isinstance(v, once_property)}
+    assert {"channel", "secret_manager", "services", "revisions", "jobs", "executions", "sql_instances",
+            "sql_users", "sql_databases", "sql_operations", "logging"} <= lazy
+    assert not [n for n, v in vars(clients_mod.Clients).items() if type(v) is functools.cached_property]
