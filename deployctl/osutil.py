@@ -79,6 +79,8 @@ def lock_holder(path: Path) -> int | None:
         fd = os.open(path, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError):  # no such file (a path below a file has none either)
         return None
+    except PermissionError:  # another user's state directory: no holder we could tell; using it fails clearly
+        return None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -30,3 +30,13 @@ class Result(BaseModel):
 
     def view(self) -> list[Block]:
         return [Line(str(self.model_dump(mode="json")))]
+
+
+class Version(Result):
+    """`deployctl --version`, which with --json is an envelope too (stdout holds nothing else)."""
+
+    schema_name: ClassVar[str] = "version"
+    version: str
+
+    def view(self) -> list[Block]:
+        return [Line(f"deployctl {self.version}")]

@@ -49,9 +49,18 @@ def _nonempty_env(value: str | None) -> str | None:
     return value
 
 
+_json_run = False  # set while main() runs a --json command line: --version is eager, before root() sees --json
+
+
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"deployctl {__version__}")
+        if _json_run:
+            from deployctl.render import Renderer
+            from deployctl.results import Version
+
+            Renderer(json_mode=True).result(Version(version=__version__))
+        else:
+            typer.echo(f"deployctl {__version__}")
         raise typer.Exit()
 
 
@@ -109,13 +118,17 @@ def _usage_envelope(message: str, where: str) -> None:
 
 def _main_json(command, args: list[str], path: list) -> int:
     """Run with Click's errors raised to us, so a usage error still gives the JSON envelope, alone on stdout."""
+    global _json_run
     group = path[-1]
+    # the root's --version (hoisted to the front), unless the group on the path has a --version of its own
+    root_version = "--version" in args and (group is command or "--version" not in _options(group))
     if (group is not None and getattr(group, "commands", None) and not getattr(group, "default_command", None)
-            and not {"-h", "--help"} & set(args) and not (group is command and "--version" in args)):
+            and not {"-h", "--help"} & set(args) and not root_version):
         # A group without its command: Click would print the group's help on stdout.
         where = " ".join(["deployctl", *(c.name for c in path[1:])])
         _usage_envelope(f"{where}: a command is needed", where)
         return ExitCode.USAGE
+    _json_run = True
     try:
         code = command.main(args=args, prog_name="deployctl", standalone_mode=False)
     except _ClickException as e:
@@ -125,6 +138,8 @@ def _main_json(command, args: list[str], path: list) -> int:
     except typer.Abort:
         sys.stderr.write("Aborted!\n")
         return ExitCode.FAILED
+    finally:
+        _json_run = False
     return code if isinstance(code, int) else ExitCode.OK
 
 

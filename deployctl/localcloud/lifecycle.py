@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from deployctl.context import state_dir_hint
 from deployctl.errors import LocalCloudError, StateDirError
 from deployctl.osutil import lock_holder
 
@@ -50,8 +51,7 @@ def exclusive(state_dir: Path, name: str = "lifecycle.lock", timeout: float = 12
         f = open(state_dir / name, "a+")  # noqa: SIM115 - closed by the with below
     except OSError as e:  # read-only, not ours, or under a directory that cannot be made: not a bug of ours
         raise StateDirError(f"the state directory {state_dir} cannot be used: {e.strerror or e}",
-                            hint="point DEPLOYCTL_STATE_DIR at a directory you can write (it is made if missing), "
-                                 "or unset it to use .deployctl/<env> beside the configs directory") from None
+                            hint=state_dir_hint()) from None
     with f:
         deadline = time.monotonic() + timeout
         while True:

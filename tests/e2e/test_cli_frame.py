@@ -174,13 +174,20 @@ def test_a_group_with_a_default_command_needs_no_command_word_with_json(argv, tm
     assert "CREATE TABLE deposits" in doc["data"]["sql"]["fiat-gateway"]
 
 
-@pytest.mark.parametrize("argv", [["--version"], ["--json", "--version"], ["--version", "--json"]])
+@pytest.mark.parametrize("argv", [["--version"], ["local", "--version"], ["--json", "--version"],
+                                  ["--version", "--json"], ["--json", "local", "--version"]])
 def test_version_is_printed_with_or_without_json(argv, tmp_path):
-    """`deployctl --json --version` was the usage error 'deployctl: a command is needed' (exit 2)."""
+    """`deployctl --json --version` was the usage error 'deployctl: a command is needed' (exit 2), then plain
+    text on stdout; with --json it is the version envelope, as every other output."""
     from deployctl import __version__
 
     run = Cli(tmp_path)(*argv)
-    assert run.code == 0 and run.stdout == f"deployctl {__version__}\n", run.output
+    assert run.code == 0, run.output
+    if "--json" in argv:
+        assert json.loads(run.stdout) == {"schema": "deployctl/version/v1", "ok": True,
+                                          "data": {"version": __version__}, "errors": []}
+    else:
+        assert run.stdout == f"deployctl {__version__}\n"
 
 
 @pytest.mark.parametrize("argv", [["--json", "status", "--watch"], ["status", "-w", "--interval", "0.5", "--json"]])
@@ -236,6 +243,28 @@ def test_a_state_dir_that_cannot_be_made_is_a_usage_error(tmp_path, argv):
     else:
         assert run.stderr.startswith(f"error: {message}\n"), run.stderr
     assert "bug" not in run.output and "DEPLOYCTL_STATE_DIR" in run.output
+
+
+def test_a_state_dir_path_the_system_refuses_is_a_usage_error(tmp_path):
+    """A name too long (ENAMETOOLONG from the first stat, as a parent we may not search gives EACCES): it was
+    'unexpected error (a bug)' with a crash log."""
+    state = tmp_path / ("x" * 300)
+    run = Cli(state)("local", "ps")
+    assert run.code == 2, run.output
+    assert run.stderr.startswith(f"error: the state directory {state} cannot be used: File name too long\n")
+    assert "next: point DEPLOYCTL_STATE_DIR at a directory you can write" in run.stderr and "bug" not in run.output
+
+
+def test_the_default_state_dir_that_cannot_be_made_says_so_without_naming_the_variable_as_set(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "local.toml").write_text((ROOT / "configs" / "local.toml").read_text())
+    (tmp_path / ".deployctl").write_text("x")  # the default state dir .deployctl/local lies below a file
+    cli = Cli(tmp_path, config_dir=tmp_path / "configs")
+    del cli.env["DEPLOYCTL_STATE_DIR"]
+    run = cli("local", "up")
+    assert run.code == 2, run.output
+    assert "cannot be used: Not a directory" in run.stderr, run.stderr
+    assert "next: make .deployctl/<env> beside the configs directory writable, or set DEPLOYCTL_STATE_DIR" in run.stderr
 
 
 def test_global_options_after_the_command_work(tmp_path):
