@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 class State:
     context: Context
     renderer: Renderer
+    last_error: DeployctlError | None = None  # what ended the last run(), if an error did (status --watch)
 
 
 def finite(value: float | None) -> float | None:
@@ -115,12 +116,14 @@ def run(st: State, fn: Command, *args, schema: str = "error", **kwargs) -> ExitC
 
 
 def _run(st: State, fn: Command, *args, schema: str = "error", **kwargs) -> ExitCode:
+    st.last_error = None
     try:
         with st.renderer.live_progress():
             result = resolve(fn)(st.context, *args, **kwargs)
         st.renderer.result(result)
         return result.exit_code()
     except DeployctlError as e:
+        st.last_error = e
         st.renderer.error(e, schema=schema)
         return e.exit_code
     except KeyboardInterrupt as e:

@@ -8,7 +8,7 @@ import typer
 
 from deployctl.cli import common
 from deployctl.cli.common import execute
-from deployctl.errors import ExitCode, UsageError
+from deployctl.errors import ExitCode, UsageError, is_credentials_error
 
 
 def deploy(ctx: typer.Context,
@@ -62,7 +62,8 @@ def status(ctx: typer.Context, services: list[str] = typer.Argument(None, help="
             code = common.run(st, "status:status", services or None, schema="status")
             if code == ExitCode.INTERRUPTED:
                 break
-            if code == ExitCode.USAGE:  # bad usage or configuration, no credentials: refreshing cannot mend it
+            # bad usage or configuration, no credentials or ones that cannot be used: refreshing cannot mend it
+            if code == ExitCode.USAGE or is_credentials_error(st.last_error):
                 raise typer.Exit(int(code))
             time.sleep(interval)
     except KeyboardInterrupt:
