@@ -14,6 +14,17 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
+@pytest.fixture(autouse=True)
+def _no_interrupt_left_behind():
+    """A KeyboardInterrupt through the CLI in process marks the whole process interrupted (deployctl.interrupt),
+    as it should for a CLI about to exit: every later wait in this test worker would stop at once (seen as other
+    tests failing at random, and the worker ending on a keyboard-interrupt)."""
+    yield
+    from deployctl import interrupt
+
+    assert not interrupt.requested(), "this test left the process interrupted (deployctl.interrupt.request)"
+
+
 @pytest.fixture(scope="session")
 def pg_cluster(tmp_path_factory):
     """A real PostgreSQL 15 cluster: scram-sha-256, TCP only over SSL, on its own loopback address."""

@@ -1,4 +1,6 @@
-"""`status --watch` refreshes until Ctrl-C, but ends (with the error's exit code) when refreshing cannot help."""
+"""`status --watch` refreshes until Ctrl-C, but ends (with the error's exit code) when refreshing cannot help.
+In process, through Typer's runner, with the status command replaced: what is tested is the CLI's loop. No test
+here raises KeyboardInterrupt: the CLI would mark this whole process interrupted (deployctl.interrupt)."""
 
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ def test_watch_ends_on_credentials_that_cannot_work(monkeypatch, error, code):
 
     def status(ctx, services=None):
         calls.append(1)
-        if len(calls) > 3:
-            raise KeyboardInterrupt  # the old loop: end the test instead of watching for ever
+        if len(calls) > 3:  # the old loop: end the test instead of watching for ever (a usage error ends it;
+            raise errors.ConfigError("stop")  # a KeyboardInterrupt would leave this process interrupted)
         raise error
 
     monkeypatch.setattr(status_cmd, "status", status)
@@ -36,9 +38,9 @@ def test_watch_goes_on_through_an_unreachable_cloud(monkeypatch):
     def status(ctx, services=None):
         calls.append(1)
         if len(calls) == 2:
-            raise KeyboardInterrupt  # Ctrl-C at the second refresh
+            raise errors.ConfigError("stop")  # ends the watch (exit 2) once it has refreshed
         raise errors.Unreachable("no answer from the API")
 
     monkeypatch.setattr(status_cmd, "status", status)
     run = CliRunner().invoke(app, ["status", "--watch", "--interval", "0.5"])
-    assert len(calls) == 2 and run.exit_code == 0, (calls, run.output)
+    assert len(calls) == 2 and run.exit_code == 2, (calls, run.output)
