@@ -227,8 +227,10 @@ class RevisionRuntime:
         if inst.state != "starting":
             return
         inst.state, inst.message = state, message
-        inst.done.set()
+        # the revision's conditions first: done ends the rollout's wait, and a client told the rollout failed
+        # must find the reason on the revision (it read "Deploying revision." when done came first)
         self.on_change(inst)
+        inst.done.set()
 
     def _exited(self, inst: Instance, revision_msg, code: int) -> None:
         """A ready revision's process died: Cloud Run would start a new instance; so do we, after a pause."""
