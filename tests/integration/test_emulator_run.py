@@ -274,6 +274,20 @@ def task_spec(code: int, *extra: str) -> ContainerSpec:
     return ContainerSpec(image="local/task", command=["python"], args=[TASK, str(code), *extra])
 
 
+def tasks_of(emulator, execution: str) -> list[dict]:
+    """The live task processes of an execution (or, given a job's name + "/", of all its executions)."""
+    return [p for p in emulator.component("run").list_processes()
+            if p.get("execution") == execution or (execution.endswith("/") and
+                                                    p.get("execution", "").startswith(execution))]
+
+
+def wait_for_tasks(emulator, execution: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not tasks_of(emulator, execution):
+        assert time.monotonic() < deadline, f"no task of {execution} started within {timeout:g}s"
+        time.sleep(0.05)
+
+
 def test_job_rpcs_contract(clients, jobs):
     jid = uid("jobc")
     job = jobs.apply(jid, task_spec(0))
@@ -357,15 +371,12 @@ def test_cancel_kills_the_task(clients, jobs, emulator):
     jobs.apply(jid, task_spec(0, "60"))
     op = clients.jobs.run_job(name=jobs.job_name(jid), **clients.policy.call())
     name = op.metadata.name
-    deadline = time.monotonic() + 10
-    while not [p for p in emulator.component("run").list_processes() if p.get("execution") == name]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_tasks(emulator, name)
     cancelled = jobs.cancel(name)
     assert cancelled.done and not cancelled.succeeded and cancelled.cancelled_count == 1
     with pytest.raises(gexc.Cancelled):
         clients.policy.wait(op, deadline=10)
-    assert not [p for p in emulator.component("run").list_processes() if p.get("execution") == name]
+    assert not tasks_of(emulator, name)
 
 
 def test_a_job_being_deleted_takes_no_new_run(clients, jobs, emulator):
@@ -378,12 +389,7 @@ def test_a_job_being_deleted_takes_no_new_run(clients, jobs, emulator):
     jobs.apply(jid, stubborn)
     name = jobs.job_name(jid)
     first = clients.jobs.run_job(name=name, **clients.policy.call()).metadata.name
-    executions = lambda: [p for p in emulator.component("run").list_processes()  # noqa: E731
-                          if p.get("execution", "").startswith(name + "/")]
-    deadline = time.monotonic() + 10
-    while not executions():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_tasks(emulator, name + "/")
     deleting = threading.Thread(target=lambda: clients.jobs.delete_job(name=name, **clients.policy.call())
                                 .result(timeout=30))
     deleting.start()
@@ -396,12 +402,12 @@ def test_a_job_being_deleted_takes_no_new_run(clients, jobs, emulator):
                 break
             assert time.monotonic() < deadline, "the job stayed visible while it was being deleted"
             time.sleep(0.02)
-        assert [p for p in executions() if p["execution"] == first], "expected the delete still stopping the task"
+        assert tasks_of(emulator, first), "expected the delete still stopping the task"
         with pytest.raises(gexc.NotFound):
             clients.jobs.run_job(name=name, **clients.policy.call())
     finally:
         deleting.join(30)
-    assert not executions()
+    assert not tasks_of(emulator, name + "/")
 
 
 def test_a_cancel_right_after_the_run_ends_the_execution(clients, jobs, emulator):
@@ -418,7 +424,7 @@ def test_a_cancel_right_after_the_run_ends_the_execution(clients, jobs, emulator
         assert time.monotonic() - started < 5
         with pytest.raises(gexc.Cancelled):
             clients.policy.wait(op, deadline=10)
-        assert not [p for p in emulator.component("run").list_processes() if p.get("execution") == name]
+        assert not tasks_of(emulator, name)
 
 
 def test_a_cancel_whose_reply_is_lost_is_not_resent(clients, jobs, emulator):
@@ -430,10 +436,7 @@ def test_a_cancel_whose_reply_is_lost_is_not_resent(clients, jobs, emulator):
     jobs.apply(jid, task_spec(0, "60"))
     op = clients.jobs.run_job(name=jobs.job_name(jid), **clients.policy.call())
     name = op.metadata.name
-    deadline = time.monotonic() + 10
-    while not [p for p in emulator.component("run").list_processes() if p.get("execution") == name]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_tasks(emulator, name)
     c = Clients(emulator_host=emulator.address, policy=CallPolicy(attempt_timeout=1.0, deadline=4.0))
     faults = emulator.state_dir / "faults.json"
     faults.write_text(json.dumps({"drop_response_rate": 1.0, "drop_response_methods": ["CancelExecution"],
