@@ -77,9 +77,9 @@ def lock_holder(path: Path) -> int | None:
     """The pid holding the flock on `path` (0 when it cannot be told), or None when nobody holds it."""
     try:
         fd = os.open(path, os.O_RDONLY)
-    except (FileNotFoundError, NotADirectoryError):  # no such file (a path below a file has none either)
-        return None
-    except PermissionError:  # another user's state directory: no holder we could tell; using it fails clearly
+    # No such file (a path below a file has none either), or another user's state directory: no holder that we
+    # could tell, and using the directory then fails with a clear state-dir error.
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
         return None
     try:
         try:
